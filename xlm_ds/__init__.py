@@ -1,0 +1,13 @@
+"""xlm-ds: cross-lingual LM pretraining (XLM / XLM-R) as a fairseq plugin.
+
+``fairseq-train --user-dir xlm_ds`` imports this package; importing it
+registers the tasks, models and criterions below (and applies the runtime
+compatibility patches those need, see ``patches.py``).
+"""
+from . import patches  # noqa: F401  (must precede checkpoint loading)
+from .criterions import xlm_lm_loss  # noqa: F401
+from .models import xlm_model  # noqa: F401  (before its architectures)
+from .models import architectures  # noqa: F401
+from .tasks import xlm_task  # noqa: F401
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Command-line entry points of xlm-ds (console scripts in pyproject.toml)."""

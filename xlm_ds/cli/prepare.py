@@ -1,0 +1,137 @@
+"""``xlm-ds-prepare``: text corpora -> shared sentencepiece vocabulary +
+fairseq binary datasets + manifest.json, ready for ``fairseq-train
+--user-dir xlm_ds``.  Full documentation: docs/prepare.md.
+
+Exit status: 0 success, 2 bad input (``xlm-ds-prepare: error: ...``, like
+argparse), 130 interrupted (Ctrl-C) / 143 terminated (SIGTERM); in every
+failure case ``--out`` is left as it was (no half-written directory).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import List, Optional
+
+PROG = "xlm-ds-prepare"
+
+EPILOG = """\
+examples:
+  # the shipped sample (Tatoeba en/de/fr), vocabulary learned with alpha=0.5
+  xlm-ds-prepare --corpus xlm_ds/sample_corpus/corpus.yaml --out data-bin/sample
+
+  # flags instead of YAML; several files per split/language are concatenated
+  xlm-ds-prepare --mono train:en=en.1.gz --mono train:en=en.2.gz --mono valid:en=en.valid \\
+      --para train:de-en=train.de,train.en --vocab-size 32000 --model-type unigram --out data-bin/x
+
+  # fine-tuning data with the pretraining vocabulary (identical ids)
+  xlm-ds-prepare --para train:de-en=ft.de,ft.en --spm-model data-bin/x/spm.model \\
+      --dict data-bin/x/dict.txt --out data-bin/ft
+
+output (--out DIR): spm.model, spm.vocab, dict.txt (+ dict.LANG.txt copies),
+  {split}.{lang}.bin/.idx (monolingual), {split}.{src}-{tgt}.{lang}.bin/.idx
+  (parallel), manifest.json (written last; marks DIR as complete).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from xlm_ds.data.corpus_spec import SPLITS
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Learn one shared sentencepiece vocabulary on alpha-smoothed per-language samples "
+        "and binarize monolingual and parallel corpora into fairseq mmap datasets (XLM data preparation).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("corpus (at least one; all may be repeated and combined)")
+    g.add_argument("--corpus", metavar="FILE", action="append", default=[],
+                   help="YAML corpus description (format in docs/prepare.md); relative paths are "
+                   "relative to the YAML file")
+    g.add_argument("--mono", metavar="SPLIT:LANG=PATH", action="append", default=[],
+                   help=f"monolingual text file, plain or gzip, one sentence per line; SPLIT in "
+                   f"{{{','.join(SPLITS)}}}, LANG like en, de, zh_Hans")
+    g.add_argument("--para", metavar="SPLIT:SRC-TGT=SRC_PATH,TGT_PATH", action="append", default=[],
+                   help="parallel corpus: two line-aligned files")
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="output directory (written atomically; refused if it already holds a prepared "
+                   "dataset unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+    v = p.add_argument_group("vocabulary")
+    v.add_argument("--vocab-size", type=int, default=8000, metavar="N",
+                   help="sentencepiece vocabulary size, an upper bound on tiny corpora (default: %(default)s)")
+    v.add_argument("--model-type", choices=("bpe", "unigram"), default="bpe",
+                   help="sentencepiece model type (default: %(default)s)")
+    v.add_argument("--alpha", type=float, default=0.5,
+                   help="smoothing exponent: language i contributes q_i ∝ p_i^alpha of the vocabulary "
+                   "sentences; 1 = natural shares, 0 = uniform (default: %(default)s, as in XLM)")
+    v.add_argument("--vocab-sentences", type=int, default=1_000_000, metavar="N",
+                   help="total sentences drawn for vocabulary learning, capped by the number of train "
+                   "sentences (default: %(default)s)")
+    v.add_argument("--character-coverage", type=float, default=0.9995, metavar="F",
+                   help="sentencepiece character coverage (default: %(default)s)")
+    v.add_argument("--spm-model", metavar="FILE",
+                   help="reuse this sentencepiece model instead of learning one (needs --dict)")
+    v.add_argument("--dict", dest="dict_path", metavar="FILE",
+                   help="fairseq dict.txt that belongs to --spm-model (copied unchanged)")
+
+    r = p.add_argument_group("run")
+    r.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="encoder processes and sentencepiece training threads (default: CPU count, %(default)s)")
+    r.add_argument("--seed", type=int, default=1, help="seed of the vocabulary sample (default: %(default)s)")
+    r.add_argument("--batch-lines", type=int, default=10000, metavar="N",
+                   help="sentences per batch sent to a worker (default: %(default)s)")
+    r.add_argument("--quiet", action="store_true", help="only warnings and errors, no progress bars")
+    r.add_argument("--verbose", action="store_true", help="also show sentencepiece's training log")
+    return p
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised by hand
+    raise SystemExit(128 + signum)  # unwinds through the cleanup of the temp directory
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+        stream=sys.stderr,
+    )
+    from xlm_ds.data.corpus_spec import build_spec
+    from xlm_ds.data.errors import PrepareError
+    from xlm_ds.data.pipeline import PrepareConfig, prepare
+
+    cfg = PrepareConfig(
+        out=args.out, vocab_size=args.vocab_size, model_type=args.model_type, alpha=args.alpha,
+        vocab_sentences=args.vocab_sentences, character_coverage=args.character_coverage,
+        spm_model=args.spm_model, dict_path=args.dict_path, workers=args.workers, seed=args.seed,
+        overwrite=args.overwrite, batch_lines=args.batch_lines, progress=not args.quiet,
+        verbose=args.verbose, command=[PROG, *(sys.argv[1:] if argv is None else argv)],
+    )
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    try:
+        spec = build_spec(args.mono, args.para, args.corpus)
+        prepare(spec, cfg)
+    except PrepareError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; {args.out} was not written", file=sys.stderr)
+        return 130
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+    return 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

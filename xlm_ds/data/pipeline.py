@@ -1,0 +1,263 @@
+"""The ``xlm-ds-prepare`` pipeline, callable without argparse.
+
+Order of work, chosen so that bad input fails in seconds, not after an hour
+of encoding:
+
+1. validate options and the output directory;
+2. pass 1 - read every file once (UTF-8, empty lines, parallel alignment)
+   and count sentences; this also gives the per-language counts that the
+   alpha-smoothed vocabulary sampling needs *before* drawing;
+3. pass 2 - draw the vocabulary sample and train sentencepiece (or copy a
+   given ``--spm-model``/``--dict`` and check they belong together);
+4. pass 3 - encode + binarize every dataset in worker processes;
+5. write ``dict.txt`` (counts from the train split), ``dict.{lang}.txt``
+   copies for fairseq's translation task, and ``manifest.json`` last;
+6. rename the temp directory to ``--out`` (see :mod:`.atomic_dir`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .atomic_dir import atomic_output_dir, check_output_dir
+from .binarize import EncoderPool, binarize_dataset, build_dictionary, id_map
+from .corpus_spec import CorpusSpec, MonoCorpus
+from .errors import PrepareError
+from .manifest import sha256_file, versions, write_manifest
+from .text_reader import FileStats, iter_pairs, iter_sentences, scan
+from .vocab_training import learn_vocabulary
+
+logger = logging.getLogger(__name__)
+
+MODEL_TYPES = ("bpe", "unigram")
+
+
+@dataclass
+class PrepareConfig:
+    """Options of ``xlm-ds-prepare`` (see ``--help`` for their meaning)."""
+
+    out: str
+    vocab_size: int = 8000
+    model_type: str = "bpe"
+    alpha: float = 0.5
+    vocab_sentences: int = 1_000_000
+    character_coverage: float = 0.9995
+    spm_model: Optional[str] = None
+    dict_path: Optional[str] = None
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    seed: int = 1
+    overwrite: bool = False
+    batch_lines: int = 10000
+    progress: bool = True
+    verbose: bool = False
+    command: Optional[List[str]] = None
+
+
+def _check_config(cfg: PrepareConfig) -> None:
+    if (cfg.spm_model is None) != (cfg.dict_path is None):
+        raise PrepareError("--spm-model and --dict go together; expected both (reuse a vocabulary) or neither (learn one)")
+    for flag, path in (("--spm-model", cfg.spm_model), ("--dict", cfg.dict_path)):
+        if path is not None and not os.path.isfile(path):
+            raise PrepareError(f"{flag} {path}: file not found; expected an existing file")
+    if cfg.model_type not in MODEL_TYPES:
+        raise PrepareError(f"--model-type {cfg.model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
+    if cfg.vocab_size < 8:
+        raise PrepareError(f"--vocab-size {cfg.vocab_size}; expected an integer >= 8")
+    if not (cfg.alpha >= 0 and cfg.alpha == cfg.alpha and cfg.alpha != float("inf")):
+        raise PrepareError(f"--alpha {cfg.alpha}; expected a finite number >= 0 (XLM uses 0.5, XLM-R 0.3)")
+    if cfg.vocab_sentences < 1:
+        raise PrepareError(f"--vocab-sentences {cfg.vocab_sentences}; expected an integer >= 1")
+    if not (0 < cfg.character_coverage <= 1):
+        raise PrepareError(f"--character-coverage {cfg.character_coverage}; expected a number in (0, 1]")
+    if cfg.workers < 1:
+        raise PrepareError(f"--workers {cfg.workers}; expected an integer >= 1")
+    if cfg.batch_lines < 1:
+        raise PrepareError(f"--batch-lines {cfg.batch_lines}; expected an integer >= 1")
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    return tqdm(total=total, desc=desc, unit=" lines", file=sys.stderr, leave=False, mininterval=1.0, disable=None)
+
+
+def _load_sp(path: str):
+    import sentencepiece as spm
+
+    try:
+        return spm.SentencePieceProcessor(model_file=path)
+    except (OSError, RuntimeError) as e:
+        raise PrepareError(f"--spm-model {path}: cannot load a sentencepiece model ({e})") from None
+
+
+def _write_spm_vocab(sp, path: str) -> None:
+    """``spm.vocab`` as sentencepiece writes it (piece TAB score)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(sp.get_piece_size()):
+            f.write(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n")
+
+
+def _spm_model_type(sp, default: str) -> str:
+    """The model type stored in the model proto (needs protobuf)."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2 as pb  # needs protobuf
+
+        m = pb.ModelProto()
+        m.ParseFromString(sp.serialized_model_proto())
+        return pb.TrainerSpec.ModelType.Name(m.trainer_spec.model_type).lower()
+    except Exception:  # pragma: no cover - protobuf missing
+        return default
+
+
+def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
+    """Run the whole pipeline; returns the manifest written to ``cfg.out``."""
+    from fairseq.data import Dictionary
+
+    t0 = time.time()
+    _check_config(cfg)
+    check_output_dir(os.path.abspath(cfg.out), cfg.overwrite)
+    reuse = cfg.spm_model is not None
+    datasets = spec.datasets()
+
+    # ---- pass 1: validate + count
+    stats: Dict[tuple, List[FileStats]] = {}
+    for key, corpora in datasets.items():
+        stats[key] = [scan(c.paths) for c in corpora]
+        logger.info("checked %s.%s: %d sentences", key[0], key[1], sum(s.lines for s in stats[key]))
+    lang_counts: Dict[str, int] = {}
+    pools: Dict[str, List[str]] = {}
+    for key, corpora in datasets.items():
+        if key[0] != "train":
+            continue
+        for c, st in zip(corpora, stats[key]):
+            sides = [(c.lang, c.path)] if isinstance(c, MonoCorpus) else [(c.src, c.src_path), (c.tgt, c.tgt_path)]
+            for lang, path in sides:
+                lang_counts[lang] = lang_counts.get(lang, 0) + st.lines
+                pools.setdefault(lang, []).append(path)
+    if not reuse and not lang_counts:
+        raise PrepareError(
+            "no train corpus; expected at least one train:... corpus to learn the vocabulary from "
+            "(or --spm-model/--dict to reuse one)"
+        )
+
+    with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
+        # ---- pass 2: vocabulary
+        spm_path = os.path.join(tmp, "spm.model")
+        dict_path = os.path.join(tmp, "dict.txt")
+        if reuse:
+            shutil.copyfile(cfg.spm_model, spm_path)
+            src_vocab = os.path.splitext(cfg.spm_model)[0] + ".vocab"
+            sp = _load_sp(spm_path)
+            if os.path.isfile(src_vocab):
+                shutil.copyfile(src_vocab, os.path.join(tmp, "spm.vocab"))
+            else:
+                _write_spm_vocab(sp, os.path.join(tmp, "spm.vocab"))
+            try:
+                d = Dictionary.load(cfg.dict_path)
+            except Exception as e:
+                raise PrepareError(f"--dict {cfg.dict_path}: cannot load a fairseq dictionary ({e})") from None
+            lut = id_map(sp, d, cfg.dict_path)
+            shutil.copyfile(cfg.dict_path, dict_path)
+            sampling = {"probs": {}, "draws": {}}
+        else:
+            sampling = learn_vocabulary(
+                pools, lang_counts, out_dir=tmp, alpha=cfg.alpha, total_sentences=cfg.vocab_sentences,
+                vocab_size=cfg.vocab_size, model_type=cfg.model_type,
+                character_coverage=cfg.character_coverage, num_threads=cfg.workers, seed=cfg.seed,
+                verbose=cfg.verbose,
+            )
+            sp = _load_sp(spm_path)
+            d = build_dictionary(sp)
+            lut = id_map(sp, d)
+        logger.info("vocabulary: %d sentencepiece pieces, %d dictionary symbols", sp.get_piece_size(), len(d))
+
+        # ---- pass 3: binarize
+        splits: Dict[str, Dict] = {}
+        train_counts = np.zeros(len(d), dtype=np.int64)
+        with EncoderPool(spm_path, lut, cfg.workers) as pool:
+            for (split, name), corpora in datasets.items():
+                total = sum(s.lines for s in stats[(split, name)])
+                bar = _progress_bar(total, f"{split}.{name}", cfg.progress)
+                t1 = time.time()
+                fstats = FileStats()
+                if isinstance(corpora[0], MonoCorpus):
+                    prefixes = [os.path.join(tmp, f"{split}.{name}")]
+                    batches = ((b,) for c in corpora for b in iter_sentences(c.path, fstats, cfg.batch_lines))
+                    sides = [name]
+                else:
+                    sides = [corpora[0].src, corpora[0].tgt]
+                    prefixes = [os.path.join(tmp, f"{split}.{name}.{lang}") for lang in sides]
+                    batches = (b for c in corpora for b in iter_pairs(c.src_path, c.tgt_path, fstats, cfg.batch_lines))
+                res = binarize_dataset(
+                    pool, batches, prefixes, len(d), d.unk(), count_tokens=(split == "train" and not reuse),
+                    progress=bar.update if bar is not None else None,
+                )
+                if bar is not None:
+                    bar.close()
+                if split == "train" and not reuse:
+                    for r in res:
+                        train_counts += r.counts
+                entry = {
+                    "lines": res[0].lines,
+                    "tokens": res[0].tokens if len(res) == 1 else {lang: r.tokens for lang, r in zip(sides, res)},
+                    "unk": res[0].unk if len(res) == 1 else {lang: r.unk for lang, r in zip(sides, res)},
+                    "empty_skipped": fstats.empty,
+                    "files": [c.path if isinstance(c, MonoCorpus) else [c.src_path, c.tgt_path] for c in corpora],
+                }
+                splits.setdefault(split, {})[name] = entry
+                logger.info(
+                    "binarized %s.%s: %d lines, %s tokens in %.1fs",
+                    split, name, entry["lines"], entry["tokens"], time.time() - t1,
+                )
+
+        # ---- dictionary (counts = token frequency in train, floor 1)
+        if not reuse:
+            for i in range(d.nspecial, len(d)):
+                d.count[i] = max(1, int(train_counts[i]))
+            d.save(dict_path)
+            if Dictionary.load(dict_path).symbols != d.symbols:  # e.g. a piece the text format cannot hold
+                raise RuntimeError(f"{dict_path}: does not load back to the same symbols")
+        for lang in spec.languages:  # fairseq's translation task loads dict.{src,tgt}.txt
+            shutil.copyfile(dict_path, os.path.join(tmp, f"dict.{lang}.txt"))
+
+        manifest = {
+            "alpha": float(cfg.alpha),
+            "vocab_sampling": sampling["probs"],
+            "vocab_sentences": sampling["draws"],
+            "languages": spec.languages,
+            "pairs": spec.pairs,
+            "splits": splits,
+            "spm": {
+                "model_type": _spm_model_type(sp, "unknown" if reuse else cfg.model_type),
+                "vocab_size": sp.get_piece_size(),
+                "requested_vocab_size": None if reuse else cfg.vocab_size,
+                "character_coverage": None if reuse else cfg.character_coverage,
+                "sha256": sha256_file(spm_path),
+                "reused_from": os.path.abspath(cfg.spm_model) if reuse else None,
+            },
+            "dict_size": len(d),
+            "dict_sha256": sha256_file(dict_path),
+            "dtype": str(lut.dtype),
+            "seed": cfg.seed,
+            "versions": versions(),
+            "command": cfg.command,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_manifest(tmp, manifest)
+    logger.info("wrote %s in %.1fs", cfg.out, time.time() - t0)
+    return {"format_version": 1, **manifest}
+
+
+__all__ = ["PrepareConfig", "prepare", "MODEL_TYPES"]

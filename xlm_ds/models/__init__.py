@@ -1,0 +1,1 @@
+"""Models: the XLM encoder (pretraining) and the translation model initialised from it."""

@@ -1,0 +1,1 @@
+"""fairseq tasks: ``xlm`` (pretraining) and ``xlm_translation`` (MT fine-tuning)."""
