@@ -8,3 +8,54 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import xlm_ds  # noqa: E402,F401  (registers tasks, models, criterions)
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_CORPUS = os.path.join(REPO, "xlm_ds", "sample_corpus")
+
+
+@pytest.fixture(scope="session")
+def prepared_sample(tmp_path_factory):
+    """The shipped sample prepared once per session (2k vocabulary)."""
+    out = tmp_path_factory.mktemp("prepared") / "sample"
+    subprocess.run(
+        [sys.executable, "-m", "xlm_ds.cli.prepare", "--corpus",
+         os.path.join(SAMPLE_CORPUS, "corpus.yaml"), "--out", str(out),
+         "--vocab-size", "2000", "--workers", "2"],
+        check=True, capture_output=True,
+    )
+    return str(out)
+
+
+def fairseq_cli(tool, *args, cwd=None, timeout=900):
+    """Runs a fairseq console tool in this interpreter; returns the log."""
+    proc = subprocess.run(
+        [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+    )
+    if proc.returncode:
+        raise AssertionError(f"fairseq {tool} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def run_fairseq():
+    return fairseq_cli
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny(prepared_sample, tmp_path_factory):
+    """A tiny MLM+TLM checkpoint (a few dozen updates) for downstream tests."""
+    save = tmp_path_factory.mktemp("pretrained")
+    fairseq_cli(
+        "train", prepared_sample, "--user-dir", os.path.join(REPO, "xlm_ds"), "--task", "xlm",
+        "--arch", "xlm_tiny", "--criterion", "xlm_lm", "--objectives", "mlm tlm",
+        "--tokens-per-sample", "64", "--batch-size", "16", "--optimizer", "adam", "--lr", "1e-3",
+        "--max-update", "40", "--cpu", "--save-dir", str(save), "--no-epoch-checkpoints",
+        "--disable-validation", "--seed", "3",
+    )
+    return str(save / "checkpoint_last.pt")

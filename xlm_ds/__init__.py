@@ -7,7 +7,7 @@ compatibility patches those need, see ``patches.py``).
 from . import patches  # noqa: F401  (must precede checkpoint loading)
 from .criterions import xlm_lm_loss  # noqa: F401
 from .models import xlm_model  # noqa: F401  (before its architectures)
-from .models import architectures  # noqa: F401
-from .tasks import xlm_task  # noqa: F401
+from .models import architectures, xlm_transformer  # noqa: F401
+from .tasks import xlm_task, xlm_translation  # noqa: F401
 
 __version__ = "0.1.0"

@@ -12,3 +12,30 @@ pickle).
 import os
 
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+
+# fairseq-fixed 0.12.3.1 drops the last batch when its size is not a
+# multiple of --required-batch-size-multiple (default 8). In training that
+# loses a few samples per epoch; in fairseq-generate and validation it
+# silently leaves sentences out (4 of the sample's 500 test sentences were
+# never translated, and BLEU was computed on the rest). Keep the remainder
+# as a final, smaller batch, as upstream fairseq does.
+import numpy as _np
+from fairseq.data import data_utils as _data_utils
+
+_batch_by_size = _data_utils.batch_by_size
+
+
+def _batch_by_size_keeping_remainder(indices, *args, **kwargs):
+    batches = _batch_by_size(indices, *args, **kwargs)
+    n = sum(len(b) for b in batches)
+    if n < len(indices):
+        seen = set(_np.concatenate(batches).tolist()) if batches else set()
+        rest = _np.asarray([i for i in indices if int(i) not in seen], dtype=_np.int64)
+        batches = list(batches) + [rest]
+    return batches
+
+
+if not getattr(_batch_by_size, "_xlm_ds_patched", False):
+    _batch_by_size_keeping_remainder._xlm_ds_patched = True
+    _data_utils.batch_by_size = _batch_by_size_keeping_remainder

@@ -89,17 +89,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the *current* sys.stderr (main() may run many times in one
+    process, e.g. under pytest, which swaps sys.stderr per test)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _setup_logging(level: int) -> None:
+    """Our own handler on the ``xlm_ds`` logger: importing fairseq/deepspeed
+    may already have configured the root logger, so basicConfig is no-op."""
+    log = logging.getLogger("xlm_ds")
+    log.setLevel(level)
+    log.propagate = False
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        h = _StderrHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s"))
+        log.addHandler(h)
+
+
 def _on_sigterm(signum, frame):  # pragma: no cover - exercised by hand
     raise SystemExit(128 + signum)  # unwinds through the cleanup of the temp directory
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
-        stream=sys.stderr,
-    )
+    _setup_logging(logging.WARNING if args.quiet else logging.INFO)
     from xlm_ds.data.corpus_spec import build_spec
     from xlm_ds.data.errors import PrepareError
     from xlm_ds.data.pipeline import PrepareConfig, prepare

@@ -74,7 +74,7 @@ def id_map(sp, d, dict_path: str = "dict.txt") -> np.ndarray:
     missing = []
     for i in range(sp.get_piece_size()):
         piece = sp.id_to_piece(i)
-        if sp.is_unknown(i) or piece in RESERVED and not sp.is_control(i):
+        if sp.is_unknown(i) or (piece in RESERVED and not sp.is_control(i)):
             lut[i] = d.unk()
         elif sp.is_control(i):
             lut[i] = d.index(piece)  # <s>, </s>; <unk> if the name is not in d

@@ -32,7 +32,7 @@ from .corpus_spec import CorpusSpec, MonoCorpus
 from .errors import PrepareError
 from .manifest import sha256_file, versions, write_manifest
 from .text_reader import FileStats, iter_pairs, iter_sentences, scan
-from .vocab_training import learn_vocabulary
+from .vocab_training import learn_vocabulary, write_spm_vocab
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +102,6 @@ def _load_sp(path: str):
         raise PrepareError(f"--spm-model {path}: cannot load a sentencepiece model ({e})") from None
 
 
-def _write_spm_vocab(sp, path: str) -> None:
-    """``spm.vocab`` as sentencepiece writes it (piece TAB score)."""
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(sp.get_piece_size()):
-            f.write(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n")
-
-
 def _spm_model_type(sp, default: str) -> str:
     """The model type stored in the model proto (needs protobuf)."""
     try:
@@ -163,7 +156,7 @@ def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
             if os.path.isfile(src_vocab):
                 shutil.copyfile(src_vocab, os.path.join(tmp, "spm.vocab"))
             else:
-                _write_spm_vocab(sp, os.path.join(tmp, "spm.vocab"))
+                write_spm_vocab(sp, os.path.join(tmp, "spm.vocab"))
             try:
                 d = Dictionary.load(cfg.dict_path)
             except Exception as e:

@@ -22,6 +22,7 @@ sentencepiece's generator is seeded too.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -77,7 +78,8 @@ def write_sample(
                     end = pos + len(batch)
                     if reps:
                         block = "\n".join(batch) + "\n"
-                        out.write(block * reps)
+                        for _ in range(reps):  # not block * reps: reps may be huge
+                            out.write(block)
                         m += reps * len(batch)
                     lo, hi = np.searchsorted(chosen, [pos, end])
                     if hi > lo:
@@ -111,17 +113,33 @@ def train_sentencepiece(
     import sentencepiece as spm
 
     spm.set_random_generator_seed(seed)
-    spm.SentencePieceTrainer.train(
-        input=input_path,
-        model_prefix=model_prefix,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        character_coverage=character_coverage,
-        hard_vocab_limit=False,
-        input_sentence_size=0,  # we already sampled: use every line given
-        num_threads=max(1, num_threads),
-        minloglevel=0 if verbose else 2,
-    )
+    # Feed an iterator and take the model back in memory instead of passing
+    # file names: sentencepiece records input/model_prefix paths in the model
+    # proto, which would make spm.model differ between output directories.
+    model = io.BytesIO()
+    with open(input_path, "r", encoding="utf-8") as f:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=(line.rstrip("\n") for line in f),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            hard_vocab_limit=False,
+            input_sentence_size=0,  # we already sampled: use every line given
+            num_threads=max(1, num_threads),
+            minloglevel=0 if verbose else 2,
+        )
+    with open(model_prefix + ".model", "wb") as f:
+        f.write(model.getvalue())
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    write_spm_vocab(sp, model_prefix + ".vocab")
+
+
+def write_spm_vocab(sp, path: str) -> None:
+    """``spm.vocab`` as ``spm_train`` writes it: piece TAB score per line."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(sp.get_piece_size()):
+            f.write(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n")
 
 
 def learn_vocabulary(

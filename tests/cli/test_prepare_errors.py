@@ -1,0 +1,176 @@
+"""Bad input and interrupted runs: a clear ``xlm-ds-prepare: error:`` naming
+file, line and expectation, exit status 2, and no output directory left."""
+import gzip
+import json
+import os
+
+import pytest
+
+from xlm_ds.cli.prepare import main
+from xlm_ds.data import binarize
+
+SMALL = ["--vocab-size", "300", "--workers", "1", "--quiet"]
+
+
+def run(capsys, *args):
+    rc = main([*args, *SMALL])
+    return rc, capsys.readouterr().err
+
+
+def base_args(tiny):
+    return ["--para", f"train:de-en={tiny}/train.de,{tiny}/train.en", "--mono", f"train:en={tiny}/mono.en"]
+
+
+@pytest.fixture(autouse=True)
+def _helpers(leftovers, sample_lines):
+    global LEFTOVERS, SAMPLE_LINES
+    LEFTOVERS, SAMPLE_LINES = leftovers, sample_lines
+
+
+def assert_failed(rc, err, out, *needles):
+    assert rc == 2, err
+    assert err.startswith("xlm-ds-prepare: error: "), err
+    for n in needles:
+        assert n in err, err
+    assert LEFTOVERS(out) == []
+
+
+def test_missing_file(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, err = run(capsys, *base_args(tiny), "--mono", f"valid:en={tiny}/nope.en", "--out", str(out))
+    assert_failed(rc, err, out, "nope.en: file not found", "--mono 'valid:en=")
+
+
+def test_non_utf8_names_line(tiny, tmp_path, capsys):
+    bad = tiny / "bad.de.gz"
+    lines = [s.encode("utf-8") for s in SAMPLE_LINES("valid.de.gz", 40)]
+    lines[36] = lines[36][:3] + b"\xe9" + lines[36][3:]  # latin-1 é inside line 37
+    bad.write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    out = tmp_path / "out"
+    rc, err = run(capsys, *base_args(tiny), "--mono", f"valid:de={bad}", "--out", str(out))
+    assert_failed(rc, err, out, f"{bad}:37: invalid UTF-8", "expected UTF-8 text")
+
+
+def test_parallel_line_counts_differ(tiny, tmp_path, capsys):
+    short = tiny / "short.en"
+    short.write_text("\n".join(SAMPLE_LINES("train.de-en.en.gz", 199)) + "\n")
+    out = tmp_path / "out"
+    rc, err = run(capsys, "--para", f"train:de-en={tiny}/train.de,{short}", "--out", str(out))
+    assert_failed(rc, err, out, f"{tiny}/train.de has 200 lines", f"{short} has 199 lines")
+
+
+def test_parallel_one_sided_empty_line(tiny, tmp_path, capsys):
+    en = SAMPLE_LINES("train.de-en.en.gz", 200)
+    en[9] = "   "
+    holed = tiny / "holed.en"
+    holed.write_text("\n".join(en) + "\n")
+    out = tmp_path / "out"
+    rc, err = run(capsys, "--para", f"train:de-en={tiny}/train.de,{holed}", "--out", str(out))
+    assert_failed(rc, err, out, f"{holed}:10: empty line, but line 10 of {tiny}/train.de is not")
+
+
+def test_unknown_split(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, err = run(capsys, *base_args(tiny), "--mono", f"dev:en={tiny}/valid.en", "--out", str(out))
+    assert_failed(rc, err, out, "unknown split 'dev'; expected one of train, valid, test")
+
+
+def test_empty_corpus(tiny, tmp_path, capsys):
+    empty = tiny / "empty.en"
+    empty.write_text("\n \n")
+    out = tmp_path / "out"
+    rc, err = run(capsys, *base_args(tiny), "--mono", f"valid:en={empty}", "--out", str(out))
+    assert_failed(rc, err, out, f"{empty}: empty corpus")
+
+
+def test_invalid_language_code(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, err = run(capsys, "--mono", f"train:eng-US={tiny}/mono.en", "--out", str(out))
+    assert_failed(rc, err, out, "invalid language code 'eng-US'", "expected 2-3 lowercase letters")
+
+
+def test_yaml_error_names_line(tiny, tmp_path, capsys):
+    y = tiny / "c.yaml"
+    y.write_text("mono:\n  train:\n    en: mono.en\n  validation:\n    en: valid.en\n")
+    out = tmp_path / "out"
+    rc, err = run(capsys, "--corpus", str(y), "--out", str(out))
+    assert_failed(rc, err, out, f"{y}:4: unknown split 'validation'")
+
+
+def test_no_train_data_without_vocabulary(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc, err = run(capsys, "--mono", f"valid:en={tiny}/valid.en", "--out", str(out))
+    assert_failed(rc, err, out, "no train corpus", "--spm-model")
+
+
+def test_existing_output_refused_then_overwritten(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(capsys, *base_args(tiny), "--out", str(out))[0] == 0
+    first = json.loads((out / "manifest.json").read_text())["created"]
+    rc, err = run(capsys, *base_args(tiny), "--out", str(out))
+    assert rc == 2 and "already holds a prepared dataset" in err and "--overwrite" in err
+    assert run(capsys, *base_args(tiny), "--out", str(out), "--seed", "2", "--overwrite")[0] == 0
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 2
+    assert LEFTOVERS(out) == ["out"] and first
+
+
+def test_inconsistent_dict_and_spm(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(capsys, *base_args(tiny), "--out", str(out))[0] == 0
+    lines = (out / "dict.txt").read_text(encoding="utf-8").splitlines()
+    bad = tmp_path / "bad_dict.txt"
+    bad.write_text("\n".join(lines[:-10]) + "\n", encoding="utf-8")  # drop 10 pieces
+    out2 = tmp_path / "out2"
+    rc, err = run(capsys, *base_args(tiny), "--spm-model", str(out / "spm.model"), "--dict", str(bad), "--out", str(out2))
+    assert_failed(rc, err, out2, f"{bad}: 10 of", "missing from the dictionary", "expected the dictionary")
+
+
+def _explode_on_second_batch(monkeypatch, exc):
+    real = binarize.encode_lines
+    calls = {"n": 0}
+
+    def flaky(lines):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise exc
+        return real(lines)
+
+    monkeypatch.setattr(binarize, "encode_lines", flaky)
+
+
+def test_interrupted_binarization_leaves_nothing(tiny, tmp_path, capsys, monkeypatch):
+    _explode_on_second_batch(monkeypatch, KeyboardInterrupt())
+    out = tmp_path / "out"
+    rc, err = run(capsys, *base_args(tiny), "--out", str(out), "--batch-lines", "50")
+    assert rc == 130 and "interrupted" in err
+    assert LEFTOVERS(out) == []
+
+
+def test_crash_keeps_previous_output(tiny, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert run(capsys, *base_args(tiny), "--out", str(out))[0] == 0
+    before = (out / "manifest.json").read_bytes()
+    _explode_on_second_batch(monkeypatch, RuntimeError("disk on fire"))
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run(capsys, *base_args(tiny), "--out", str(out), "--overwrite", "--batch-lines", "50")
+    assert (out / "manifest.json").read_bytes() == before  # old, complete output untouched
+    assert LEFTOVERS(out) == ["out"]
+
+
+def test_same_seed_same_output(tiny, tmp_path, capsys):
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for o in outs:
+        assert run(capsys, *base_args(tiny), "--out", str(o), "--model-type", "unigram")[0] == 0
+    for name in ("spm.model", "dict.txt", "train.de-en.de.bin", "train.en.bin", "train.en.idx"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--corpus", "--mono", "--para", "--out", "--overwrite", "--vocab-size", "--model-type",
+                 "--alpha", "--vocab-sentences", "--character-coverage", "--spm-model", "--dict",
+                 "--workers", "--seed"):
+        assert flag in text

@@ -1,0 +1,493 @@
+"""Loading and checking a DeepSpeed JSON config at start-up, before any
+process group exists, so that a mistake costs seconds and says what to fix.
+
+DeepSpeed itself reads top-level keys with ``dict.get`` (a typo such as
+``"zero_optimisation"`` is silently ignored and the run trains without
+ZeRO), checks the batch-size arithmetic only inside ``deepspeed.initialize``
+(after every rank has joined the process group), and refuses ZeRO-2/3 with
+pipeline parallelism with a bare assertion. Here:
+
+* file not found / invalid JSON: the file, line and column are named;
+* unknown keys, at the top level and inside the sections DeepSpeed models
+  with pydantic (``zero_optimization`` with its ``offload_*`` blocks,
+  ``bf16``, ``fp16``, the monitors, ...) and the plain-dict sections
+  (``optimizer``, ``scheduler``, ``pipeline``, ``activation_checkpointing``):
+  the key, its section and the closest valid spellings;
+* ``train_batch_size = train_micro_batch_size_per_gpu ×
+  gradient_accumulation_steps × data-parallel size`` (data-parallel size =
+  world size / pipeline stages), solved for the missing value when only
+  some are given, exactly as DeepSpeed does, and written back so that
+  DeepSpeed sees the same numbers;
+* the fairseq options that say the same thing (``--batch-size``,
+  ``--update-freq``, ``--clip-norm``, ``--optimizer``, ``--lr-scheduler``,
+  ``--fp16/--bf16``) must agree with the config or be left unset;
+* pipeline parallelism with ZeRO stage > 1, offload without stage 3 /
+  without ``zero_force_ds_cpu_optimizer: false`` for a client optimizer,
+  fp16 and bf16 together, fp16 on a CPU accelerator.
+"""
+import copy
+import difflib
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+
+class DSConfigError(ValueError):
+    """A DeepSpeed config that cannot be used; the message names the file."""
+
+
+# Top-level keys DeepSpeed 0.19 reads (DeepSpeedConfig._initialize_params and
+# the section parsers it calls; collected by recording every key a config
+# lookup asks for, plus the sections read through ``param_dict.keys()``).
+KNOWN_TOP_LEVEL = frozenset(
+    """
+    activation_checkpointing aio amp autotuning bf16 bfloat16 checkpoint comet comms_logger
+    communication_data_type compile compression_training csv_monitor curriculum_learning
+    data_efficiency data_types dataloader_drop_last datastates_ckpt disable_allgather
+    disable_python_gc dump_state eigenvalue elasticity expert_parallel flops_profiler fp16
+    gradient_accumulation_steps gradient_allreduce_op gradient_clipping gradient_predivide_factor
+    graph_harvesting hybrid_engine log_level managed_gradient_accumulation memory_breakdown
+    nebula optimizer pipeline prescale_gradients progressive_layer_drop quantize_training
+    scheduler seq_parallel_communication_data_type sequence_parallel_size sparse_attention
+    sparse_gradients steps_per_print tensor_parallel tensorboard timers torch_autocast
+    train_batch_size train_micro_batch_size_per_gpu use_data_before_expert_parallelism
+    vocabulary_size wall_clock_breakdown wandb weight_quantization zero_allow_untested_optimizer
+    zero_force_ds_cpu_optimizer zero_optimization
+    """.split()
+)
+
+# plain-dict sections: DeepSpeed reads them key by key and ignores the rest
+DICT_SECTIONS = {
+    "optimizer": {"type", "params", "legacy_fusion"},
+    "scheduler": {"type", "params"},
+    "pipeline": {
+        "stages", "partition", "seed_layers", "activation_checkpoint_interval",
+        "pipe_partitioned", "grad_partitioned", "use_reentrant",
+    },
+    "activation_checkpointing": {
+        "partition_activations", "contiguous_memory_optimization", "cpu_checkpointing",
+        "number_checkpoints", "synchronize_checkpoint_boundary", "profile",
+    },
+    "flops_profiler": {
+        "enabled", "recompute_fwd_factor", "profile_step", "module_depth", "top_modules",
+        "detailed", "output_file",
+    },
+}
+
+
+def _pydantic_sections() -> Dict[str, type]:
+    """Sections DeepSpeed validates with pydantic models (extra keys
+    forbidden), checked here before any process group."""
+    from deepspeed.comm.config import CommsLoggerConfig
+    from deepspeed.monitor.config import CometConfig, CSVConfig, TensorBoardConfig, WandbConfig
+    from deepspeed.runtime.precision_config import DeepSpeedBF16Config, DeepSpeedFP16Config
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    return {
+        "zero_optimization": DeepSpeedZeroConfig,
+        "fp16": DeepSpeedFP16Config,
+        "bf16": DeepSpeedBF16Config,
+        "bfloat16": DeepSpeedBF16Config,
+        "tensorboard": TensorBoardConfig,
+        "wandb": WandbConfig,
+        "csv_monitor": CSVConfig,
+        "comet": CometConfig,
+        "comms_logger": CommsLoggerConfig,
+    }
+
+
+@dataclass
+class ResolvedDSConfig:
+    """A checked config (``config`` is what is handed to deepspeed) and the
+    facts the engine needs from it."""
+
+    path: str
+    config: Dict[str, Any]
+    world_size: int
+    zero_stage: int
+    pipeline_stages: int  # 1 = no pipeline
+    data_parallel_size: int
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    train_batch_size: int
+    precision: str  # fp32 | bf16 | fp16
+    ds_optimizer: bool  # "optimizer" section: DeepSpeed builds the optimizer
+    ds_scheduler: bool  # "scheduler" section: DeepSpeed owns the learning rate
+    offload_optimizer: bool
+    offload_param: bool
+    activation_checkpointing: bool
+    gradient_clipping: float
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def pipeline(self) -> bool:
+        return self.pipeline_stages > 1
+
+
+# --------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------
+def _no_duplicates(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def load(path: str) -> Dict[str, Any]:
+    if not path:
+        raise DSConfigError("no DeepSpeed config given: pass --deepspeed-config ds_configs/NAME.json")
+    if not os.path.isfile(path):
+        here = os.path.dirname(path) or "."
+        hint = ""
+        if os.path.isdir(here):
+            names = sorted(n for n in os.listdir(here) if n.endswith(".json"))
+            close = difflib.get_close_matches(os.path.basename(path), names, n=3)
+            if close:
+                hint = f" (did you mean {', '.join(os.path.join(here, c) for c in close)}?)"
+            elif names:
+                hint = f" ({here} holds {', '.join(names)})"
+        raise DSConfigError(f"{path}: DeepSpeed config not found{hint}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        config = json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as e:
+        try:  # DeepSpeed also accepts hjson (comments, trailing commas)
+            import hjson
+
+            config = hjson.loads(text, object_pairs_hook=_no_duplicates)
+        except Exception:
+            raise DSConfigError(
+                f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg} (line {e.lineno}, column {e.colno}: "
+                f"{text.splitlines()[e.lineno - 1].strip() if 0 < e.lineno <= len(text.splitlines()) else ''!r})"
+            ) from None
+    except ValueError as e:  # duplicate key
+        raise DSConfigError(f"{path}: invalid DeepSpeed config: {e}") from None
+    if not isinstance(config, dict):
+        raise DSConfigError(f"{path}: a DeepSpeed config is a JSON object, not {type(config).__name__}")
+    return config
+
+
+# --------------------------------------------------------------------------
+# unknown keys
+# --------------------------------------------------------------------------
+def _suggest(key: str, choices) -> str:
+    close = difflib.get_close_matches(key, sorted(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _model_keys(model) -> set:
+    keys = set()
+    for name, info in model.model_fields.items():
+        keys.add(name)
+        if info.alias:
+            keys.add(info.alias)
+    return keys
+
+
+def _submodel(model, name):
+    info = model.model_fields.get(name)
+    if info is None:
+        for n, i in model.model_fields.items():
+            if i.alias == name:
+                info = i
+                break
+    if info is None:
+        return None
+    candidates = [info.annotation, *typing.get_args(info.annotation)]
+    for c in candidates:
+        if isinstance(c, type) and hasattr(c, "model_fields"):
+            return c
+    return None
+
+
+def _check_pydantic_section(path, section, value, model) -> List[str]:
+    import pydantic
+
+    errors = []
+    if not isinstance(value, dict):
+        return [f"{path}: {section!r} must be a JSON object, not {type(value).__name__}"]
+    try:
+        model(**copy.deepcopy(value))
+    except pydantic.ValidationError as exc:
+        for err in exc.errors():
+            loc = [str(x) for x in err.get("loc", ())]
+            where = ".".join([section, *loc])
+            if err.get("type") == "extra_forbidden":
+                owner = model
+                for part in loc[:-1]:
+                    owner = _submodel(owner, part) or owner
+                errors.append(
+                    f"{path}: unknown key {where!r}{_suggest(loc[-1], _model_keys(owner))}"
+                )
+            else:
+                errors.append(f"{path}: {where}: {err.get('msg')} (got {err.get('input')!r})")
+    except Exception as exc:  # DeepSpeed's own validators raise plain errors
+        errors.append(f"{path}: {section}: {exc}")
+    return errors
+
+
+def check_keys(config: Dict[str, Any], path: str) -> List[str]:
+    errors = []
+    for key in config:
+        if key not in KNOWN_TOP_LEVEL:
+            errors.append(f"{path}: unknown top-level key {key!r}{_suggest(key, KNOWN_TOP_LEVEL)}")
+    for section, allowed in DICT_SECTIONS.items():
+        value = config.get(section)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            errors.append(f"{path}: {section!r} must be a JSON object, not {type(value).__name__}")
+            continue
+        for key in value:
+            if key not in allowed:
+                errors.append(f"{path}: unknown key '{section}.{key}'{_suggest(key, allowed)}")
+    for section, model in _pydantic_sections().items():
+        if section in config:
+            errors.extend(_check_pydantic_section(path, section, config[section], model))
+    return errors
+
+
+# --------------------------------------------------------------------------
+# the whole check
+# --------------------------------------------------------------------------
+def _positive_int(config, key, path, errors) -> Optional[int]:
+    if key not in config or config[key] in (None, "auto"):
+        return None
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        errors.append(f"{path}: {key} must be a positive integer, not {value!r}")
+        return None
+    return value
+
+
+def _enabled(config, section) -> bool:
+    value = config.get(section)
+    return isinstance(value, dict) and bool(value.get("enabled", False))
+
+
+def _offload_device(zero: dict, key: str) -> bool:
+    block = zero.get(key)
+    return isinstance(block, dict) and block.get("device", "none") not in (None, "none")
+
+
+def validate(
+    config: Dict[str, Any],
+    path: str,
+    world_size: int,
+    *,
+    batch_size: Optional[int] = None,
+    update_freq: Optional[Sequence[int]] = None,
+    clip_norm: float = 0.0,
+    client_optimizer: Optional[str] = None,
+    lr_scheduler: str = "fixed",
+    fairseq_fp16: bool = False,
+    fairseq_bf16: bool = False,
+    accelerator=None,
+) -> ResolvedDSConfig:
+    """Check ``config`` (as read from ``path``) for a launch of
+    ``world_size`` processes and the fairseq options given; raise
+    DSConfigError listing every problem found."""
+    config = copy.deepcopy(config)
+    errors = check_keys(config, path)
+    warnings: List[str] = []
+    if os.environ.get("XLM_DS_ALLOW_UNKNOWN_DS_KEYS") == "1":
+        warnings.extend(e for e in errors if "unknown" in e)
+        errors = [e for e in errors if "unknown" not in e]
+
+    zero = config.get("zero_optimization") or {}
+    stage = zero.get("stage", 0) if isinstance(zero, dict) else 0
+    if not isinstance(stage, int) or isinstance(stage, bool) or stage not in (0, 1, 2, 3):
+        errors.append(f"{path}: zero_optimization.stage must be 0, 1, 2 or 3, not {stage!r}")
+        stage = 0
+
+    # ---- pipeline ---------------------------------------------------------
+    pipe = config.get("pipeline") if isinstance(config.get("pipeline"), dict) else {}
+    stages = pipe.get("stages", "auto")
+    if stages in ("auto", None):
+        stages = 1
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
+        errors.append(f"{path}: pipeline.stages must be a positive integer, not {stages!r}")
+        stages = 1
+    if stages > 1:
+        if stage > 1:
+            errors.append(
+                f"{path}: pipeline parallelism (pipeline.stages={stages}) cannot be combined with "
+                f"ZeRO stage {stage}: DeepSpeed's pipeline engine reduces gradients itself and supports "
+                "only ZeRO stage 0 or 1; set zero_optimization.stage to 1 (or drop the pipeline section)"
+            )
+        if world_size % stages != 0:
+            errors.append(
+                f"{path}: pipeline.stages={stages} does not divide the world size {world_size} "
+                "(each data-parallel replica needs all stages)"
+            )
+        partition = pipe.get("partition", "parameters")
+        if partition not in ("parameters", "uniform") and not str(partition).startswith("type:"):
+            errors.append(
+                f"{path}: pipeline.partition {partition!r}: use 'parameters', 'uniform' or 'type:REGEX'"
+            )
+    dp = max(1, world_size // stages) if stages <= world_size else 1
+
+    # ---- batch arithmetic -------------------------------------------------
+    tb = _positive_int(config, "train_batch_size", path, errors)
+    mb = _positive_int(config, "train_micro_batch_size_per_gpu", path, errors)
+    gas = _positive_int(config, "gradient_accumulation_steps", path, errors)
+    uf = None
+    if update_freq is not None:
+        uf_list = list(update_freq)
+        if len(set(uf_list)) > 1:
+            errors.append(f"--update-freq {uf_list}: a per-epoch schedule is not supported with DeepSpeed")
+        uf = uf_list[0] if uf_list else None
+        if uf == 1:
+            uf = None  # fairseq's default: not a request
+    if mb is None and batch_size:
+        mb = batch_size
+    if gas is None and uf:
+        gas = uf
+    formula = "train_micro_batch_size_per_gpu × gradient_accumulation_steps × data-parallel size"
+    dp_text = f"data-parallel size {dp} (world size {world_size}" + (
+        f" / {stages} pipeline stages)" if stages > 1 else ")"
+    )
+    if tb is not None and mb is not None and gas is not None:
+        if tb != mb * gas * dp:
+            errors.append(
+                f"{path}: train_batch_size {tb} != {formula} = {mb} × {gas} × {dp} = {mb * gas * dp} "
+                f"with {dp_text}; fix one of them, or drop train_batch_size to have it derived"
+            )
+    elif tb is not None and mb is not None:
+        if tb % (mb * dp):
+            errors.append(
+                f"{path}: train_batch_size {tb} is not a multiple of train_micro_batch_size_per_gpu {mb} "
+                f"× {dp_text.split(' (')[0]} {dp} ({formula}, world size {world_size})"
+            )
+        else:
+            gas = tb // (mb * dp)
+    elif tb is not None and gas is not None:
+        if tb % (gas * dp):
+            errors.append(
+                f"{path}: train_batch_size {tb} is not a multiple of gradient_accumulation_steps {gas} "
+                f"× data-parallel size {dp} ({formula}, world size {world_size})"
+            )
+        else:
+            mb = tb // (gas * dp)
+    elif tb is not None:
+        gas = 1
+        if tb % dp:
+            errors.append(
+                f"{path}: train_batch_size {tb} is not a multiple of the data-parallel size {dp} "
+                f"(world size {world_size})"
+            )
+        else:
+            mb = tb // dp
+    elif mb is not None:
+        gas = gas or 1
+    else:
+        errors.append(
+            f"{path}: give train_micro_batch_size_per_gpu (or train_batch_size) in the config, "
+            "or --batch-size on the command line"
+        )
+    if mb is not None and gas is not None:
+        tb = mb * gas * dp
+        if batch_size and batch_size != mb:
+            errors.append(
+                f"--batch-size {batch_size} disagrees with {path}: train_micro_batch_size_per_gpu {mb} "
+                "(both are sentences per GPU per micro-batch; drop --batch-size or make them equal)"
+            )
+        if uf and uf != gas:
+            errors.append(
+                f"--update-freq {uf} disagrees with {path}: gradient_accumulation_steps {gas} "
+                "(drop --update-freq or make them equal)"
+            )
+        config["train_micro_batch_size_per_gpu"] = mb
+        config["gradient_accumulation_steps"] = gas
+        config["train_batch_size"] = tb
+
+    # ---- precision --------------------------------------------------------
+    fp16 = _enabled(config, "fp16")
+    bf16 = _enabled(config, "bf16") or _enabled(config, "bfloat16")
+    if fp16 and bf16:
+        errors.append(f"{path}: fp16 and bf16 are both enabled; enable one")
+    if fairseq_fp16 or fairseq_bf16:
+        errors.append(
+            "--fp16/--bf16 are fairseq's own mixed precision; with DeepSpeed enable "
+            f"\"fp16\" or \"bf16\" in {path} instead"
+        )
+    if fp16 and accelerator is not None and not accelerator.is_fp16_supported():
+        errors.append(
+            f"{path}: fp16 is enabled but the {accelerator.device_name()} accelerator does not "
+            "support it; use a bf16 config on CPU"
+        )
+    precision = "fp16" if fp16 else "bf16" if bf16 else "fp32"
+
+    # ---- optimizer / scheduler / clipping ----------------------------------
+    ds_optimizer = isinstance(config.get("optimizer"), dict)
+    ds_scheduler = isinstance(config.get("scheduler"), dict)
+    if ds_optimizer and client_optimizer:
+        errors.append(
+            f"--optimizer {client_optimizer} and {path}'s \"optimizer\" section both choose the optimizer; "
+            "keep one"
+        )
+    if not ds_optimizer and not client_optimizer:
+        errors.append(
+            f"no optimizer: pass --optimizer adam (a torch optimizer, no compilation) or add an "
+            f"\"optimizer\" section to {path}"
+        )
+    if ds_scheduler and lr_scheduler not in (None, "fixed"):
+        errors.append(
+            f"--lr-scheduler {lr_scheduler} and {path}'s \"scheduler\" section both schedule the "
+            "learning rate; keep one"
+        )
+    clip = config.get("gradient_clipping", 0.0) or 0.0
+    if clip_norm and clip and abs(clip - clip_norm) > 1e-12:
+        errors.append(f"--clip-norm {clip_norm} disagrees with {path}: gradient_clipping {clip}")
+    elif clip_norm and not clip:
+        config["gradient_clipping"] = clip = float(clip_norm)
+
+    # ---- ZeRO offload -----------------------------------------------------
+    offload_opt = isinstance(zero, dict) and _offload_device(zero, "offload_optimizer")
+    offload_par = isinstance(zero, dict) and _offload_device(zero, "offload_param")
+    if offload_par and stage != 3:
+        errors.append(f"{path}: zero_optimization.offload_param needs stage 3 (stage is {stage})")
+    if offload_opt and stage == 0:
+        errors.append(f"{path}: zero_optimization.offload_optimizer needs ZeRO stage 1, 2 or 3")
+    if offload_opt and not ds_optimizer and config.get("zero_force_ds_cpu_optimizer", True) is not False:
+        errors.append(
+            f"{path}: ZeRO-Offload with a client optimizer (--optimizer {client_optimizer}) needs "
+            "\"zero_force_ds_cpu_optimizer\": false; otherwise add an \"optimizer\" section "
+            "(DeepSpeedCPUAdam, compiled on first use)"
+        )
+    if stages > 1 and offload_opt:
+        warnings.append(f"{path}: optimizer offload with pipeline parallelism is untested here")
+
+    act = isinstance(config.get("activation_checkpointing"), dict)
+
+    if errors:
+        raise DSConfigError("\n".join(errors))
+    return ResolvedDSConfig(
+        path=path,
+        config=config,
+        world_size=world_size,
+        zero_stage=stage,
+        pipeline_stages=stages,
+        data_parallel_size=dp,
+        micro_batch_size=mb,
+        gradient_accumulation_steps=gas,
+        train_batch_size=tb,
+        precision=precision,
+        ds_optimizer=ds_optimizer,
+        ds_scheduler=ds_scheduler,
+        offload_optimizer=bool(offload_opt),
+        offload_param=bool(offload_par),
+        activation_checkpointing=act,
+        gradient_clipping=float(clip),
+        warnings=warnings,
+    )
+
+
+def load_and_validate(path: str, world_size: int, **kwargs) -> ResolvedDSConfig:
+    return validate(load(path), path, world_size, **kwargs)

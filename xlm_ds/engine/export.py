@@ -1,0 +1,196 @@
+"""DeepSpeed checkpoint (ZeRO 0-3 or pipeline) -> plain fairseq checkpoint.
+
+The result has the keys of a checkpoint written by fairseq-train (``args``,
+``cfg``, ``model``, ``criterion``, ``optimizer_history``, ``task_state``,
+``extra_state``, ``last_optimizer_state``), so
+``checkpoint_utils.load_model_ensemble_and_task``, fairseq-generate/-validate,
+``--init-encoder`` of ``xlm_transformer`` (via ``models/pretrained.py``) and
+``--restore-file`` with ``--reset-optimizer`` read it. Weights are fp32:
+
+* ZeRO 1-3: the fp32 master weights, gathered from every rank's optimizer
+  shard with DeepSpeed's ``get_fp32_state_dict_from_zero_checkpoint``
+  (tied weights restored from the checkpoint's ``shared_params``);
+* ZeRO 0: the module state of the model-states file (its dtype is the
+  training dtype: bf16/fp16 runs without ZeRO keep fp32 masters only in the
+  optimizer state, and are upcast here);
+* pipeline: the per-layer files ``layer_NN-*model_states.pt``, renamed to
+  fairseq's names by the layout saved in the checkpoint; the tied output
+  projection is ``encoder.lm_head.weight`` = ``encoder.embed_tokens.weight``.
+
+No optimizer state is exported (``last_optimizer_state`` is None): resume a
+DeepSpeed run from its DeepSpeed checkpoint.
+"""
+import glob
+import logging
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+logger = logging.getLogger("xlm_ds.export")
+
+
+class ExportError(ValueError):
+    pass
+
+
+def resolve_tag(checkpoint: str, tag: Optional[str] = None) -> Tuple[str, str]:
+    """(save_dir, tag) from ``SAVE_DIR`` (+ --tag, or its ``latest``),
+    ``SAVE_DIR/TAG``, or --tag ``best`` (best.json)."""
+    checkpoint = os.path.abspath(checkpoint)
+    if not os.path.isdir(checkpoint):
+        raise ExportError(f"{checkpoint}: not a DeepSpeed checkpoint directory")
+    if tag is None and os.path.isfile(os.path.join(checkpoint, "mp_rank_00_model_states.pt")):
+        return os.path.dirname(checkpoint), os.path.basename(checkpoint)
+    if tag == "best":
+        import json
+
+        best = os.path.join(checkpoint, "best.json")
+        if not os.path.isfile(best):
+            raise ExportError(f"{best}: not found (no validation-tracked best checkpoint)")
+        with open(best, encoding="utf-8") as f:
+            tag = json.load(f)["tag"]
+    if tag is None:
+        latest = os.path.join(checkpoint, "latest")
+        if not os.path.isfile(latest):
+            tags = sorted(n for n in os.listdir(checkpoint) if os.path.isdir(os.path.join(checkpoint, n)))
+            raise ExportError(
+                f"{checkpoint}: no 'latest' file; name a tag with --tag (found: {', '.join(tags) or 'none'})"
+            )
+        with open(latest, encoding="utf-8") as f:
+            tag = f.read().strip()
+    if not os.path.isfile(os.path.join(checkpoint, tag, "mp_rank_00_model_states.pt")):
+        raise ExportError(f"{os.path.join(checkpoint, tag)}: no mp_rank_00_model_states.pt (not a DeepSpeed checkpoint)")
+    return checkpoint, tag
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _fp32(state: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        if torch.is_tensor(v):
+            out[k] = v.detach().float().clone() if v.is_floating_point() else v.detach().clone()
+    return out
+
+
+def _pipeline_state_dict(tag_dir: str, info: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    layout = info.get("pipeline_layout")
+    if not layout:
+        raise ExportError(f"{tag_dir}: pipeline checkpoint without a layer layout")
+    state: Dict[str, torch.Tensor] = {}
+    for idx, prefix in enumerate(layout):
+        files = sorted(glob.glob(os.path.join(tag_dir, f"layer_{idx:02d}-*model_states.pt")))
+        if not prefix:
+            continue  # the tied projection: no state of its own
+        if not files:
+            raise ExportError(f"{tag_dir}: layer {idx} ({prefix}) has no layer_{idx:02d}-*model_states.pt")
+        for key, value in _fp32(_load(files[0])).items():
+            state[prefix + key] = value
+    if "encoder.embed_tokens.weight" not in state:
+        raise ExportError(f"{tag_dir}: no token embedding in the pipeline layers")
+    state["encoder.lm_head.weight"] = state["encoder.embed_tokens.weight"]
+    return state
+
+
+def consolidate(checkpoint: str, tag: Optional[str] = None) -> Dict[str, Any]:
+    """The fairseq checkpoint dict of a DeepSpeed checkpoint written by
+    xlm-ds-train."""
+    save_dir, tag = resolve_tag(checkpoint, tag)
+    tag_dir = os.path.join(save_dir, tag)
+    model_states = _load(os.path.join(tag_dir, "mp_rank_00_model_states.pt"))
+    info = model_states.get("xlm_ds")
+    if info is None:
+        raise ExportError(f"{tag_dir}: no xlm_ds state (not written by xlm-ds-train)")
+    stage = int(info.get("zero_stage", 0))
+    logger.info("%s: %s checkpoint, ZeRO stage %d, %s, %d updates", tag_dir,
+                "pipeline" if info.get("pipeline") else "data-parallel", stage, info.get("precision"),
+                info.get("num_updates", 0))
+    if info.get("pipeline"):
+        model = _pipeline_state_dict(tag_dir, info)
+    elif stage >= 1:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        logger.info("gathering fp32 weights from %d ZeRO shard(s)",
+                    len(glob.glob(os.path.join(tag_dir, "*optim_states.pt"))))
+        model = get_fp32_state_dict_from_zero_checkpoint(save_dir, tag=tag)
+        model = {k: (v.float() if v.is_floating_point() else v) for k, v in model.items()}
+    else:
+        module = model_states.get("module")
+        if module is None:
+            raise ExportError(f"{tag_dir}: model-states file holds no module weights")
+        model = _fp32(module)
+    extra_state = dict(info.get("extra_state") or {})
+    extra_state.pop("metrics", None)
+    return {
+        "args": None,
+        "cfg": info["cfg"],
+        "model": model,
+        "criterion": None,
+        "optimizer_history": [
+            {
+                "criterion_name": info.get("criterion_name"),
+                "optimizer_name": info.get("optimizer_name"),
+                "lr_scheduler_state": info.get("lr_scheduler_state") or {},
+                "num_updates": int(info.get("num_updates", 0)),
+            }
+        ],
+        "task_state": info.get("task_state") or {},
+        "extra_state": extra_state,
+        "last_optimizer_state": None,
+    }
+
+
+def export(checkpoint: str, out: str, tag: Optional[str] = None, check: bool = True) -> Dict[str, Any]:
+    """Write the fairseq checkpoint to ``out`` (atomically); with ``check``,
+    verify that fairseq can rebuild the model from it (the data directory
+    of the run is not needed)."""
+    state = consolidate(checkpoint, tag)
+    if check:
+        check_loadable(state)
+    os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
+    tmp = f"{out}.tmp{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return state
+
+
+class _Dict:
+    def __init__(self, symbols, pad_index):
+        self.symbols = symbols
+        self.pad_index = pad_index
+
+    def __len__(self):
+        return len(self.symbols)
+
+    def pad(self):
+        return self.pad_index
+
+
+def check_loadable(state: Dict[str, Any]) -> None:
+    """Build the model of ``state['cfg']`` and load ``state['model']`` into
+    it strictly (what fairseq's loader does after setting up the task)."""
+    from omegaconf import OmegaConf
+
+    from ..models.xlm_encoder import XLMEncoder
+    from ..models.xlm_model import XLMModel
+
+    cfg = OmegaConf.create(state["cfg"])
+    symbols = state["task_state"].get("dictionary_symbols")
+    if not symbols:
+        raise ExportError("exported checkpoint has no task_state.dictionary_symbols")
+    pad = symbols.index("<pad>") if "<pad>" in symbols else 1
+    m = cfg.model
+    n_langs = 0 if m.no_lang_embeddings else len(XLMModel.languages_of(m))
+    with torch.device("meta"):
+        encoder = XLMEncoder(m, _Dict(symbols, pad), n_langs)
+    model = XLMModel(m, encoder)
+    missing, unexpected = torch.nn.Module.load_state_dict(model, state["model"], strict=False, assign=True)
+    if missing or unexpected:
+        raise ExportError(f"exported weights do not fit the model: missing {missing}, unexpected {unexpected}")

@@ -1,0 +1,51 @@
+"""``xlm_translation``: fairseq's translation task on data binarized with
+the pretraining vocabulary (``dict.txt`` + ``<mask>``, exactly the
+pretraining dictionary), for fine-tuning ``xlm_transformer`` models.
+
+fairseq's own ``translation_from_pretrained_xlm`` loads a plain dictionary
+into a ``MaskedLMDictionary`` that inserts ``<mask>`` at index 4 and so
+shifts every id by one without any error (BLEU 3 when tried). Here the
+dictionary is rebuilt exactly as pretraining built it, and the model refuses
+a pretrained checkpoint whose dictionary differs.
+"""
+import logging
+
+from fairseq import utils
+from fairseq.tasks import register_task
+from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+from .data_directory import DataDirectory
+
+logger = logging.getLogger(__name__)
+
+
+@register_task("xlm_translation", dataclass=TranslationConfig)
+class XLMTranslationTask(TranslationTask):
+    def __init__(self, cfg, src_dict, tgt_dict, languages):
+        super().__init__(cfg, src_dict, tgt_dict)
+        self.languages = languages
+        # set by build_model: a checkpoint being loaded already holds its weights
+        self.initialise_from_pretrained = True
+
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        paths = utils.split_paths(cfg.data)
+        data = DataDirectory(paths[0])
+        if cfg.source_lang is None or cfg.target_lang is None:
+            if len(data.pairs) != 1:
+                raise ValueError(
+                    f"{paths[0]} holds pairs {data.pairs}: give --source-lang and --target-lang"
+                )
+            cfg.source_lang, cfg.target_lang = data.pairs[0].split("-")
+        for lang in (cfg.source_lang, cfg.target_lang):
+            if lang not in data.languages:
+                raise ValueError(
+                    f"language {lang!r} is not in {paths[0]} (languages: {', '.join(data.languages)})"
+                )
+        dictionary = data.load_dictionary()
+        logger.info("[%s-%s] dictionary: %d types", cfg.source_lang, cfg.target_lang, len(dictionary))
+        return cls(cfg, dictionary, dictionary, data.languages)
+
+    def build_model(self, cfg, from_checkpoint=False):
+        self.initialise_from_pretrained = not from_checkpoint
+        return super().build_model(cfg, from_checkpoint)
