@@ -21,7 +21,7 @@ $PIP "numpy<2" "cython<3.1"
 # fairseq 0.12.2 does not import on Python 3.11; fairseq-fixed is a maintained
 # build of fairseq's main branch with the same import name and CLIs.
 $VENV/bin/python -c "import fairseq" 2>/dev/null || $PIP --no-build-isolation "fairseq-fixed==0.12.3.1"
-$PIP --no-build-isolation -e ".[test]"
+$PIP --no-build-isolation -e ".[test,hf]"
 # fairseq pulls a PyPI torchaudio built for CUDA; it fails to import on CPU and
 # breaks `import transformers`. Text tasks never use it.
 $VENV/bin/python -m pip uninstall -y -q torchaudio 2>/dev/null || true

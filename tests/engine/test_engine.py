@@ -103,7 +103,10 @@ def test_pipeline_matches_data_parallel(harness, tmp_path):
     b = export(os.path.join(harness, "pipeline"), str(tmp_path / "pipe.pt"))["model"]
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
+        # the key bias has a zero gradient in exact arithmetic (softmax is
+        # shift-invariant): Adam turns rounding noise into steps of ~lr
+        atol = 3e-3 if k.endswith("k_proj.bias") else 1e-5
+        assert torch.allclose(a[k], b[k], atol=atol), k
     # the tied projection stayed tied
     assert torch.equal(b["encoder.lm_head.weight"], b["encoder.embed_tokens.weight"])
     layer_files = glob.glob(os.path.join(harness, "pipeline", "checkpoint_1_3", "layer_*-model_states.pt"))

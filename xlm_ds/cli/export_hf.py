@@ -72,9 +72,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; {args.out} was not written", file=sys.stderr)
         return 130
+    ids = ", ".join(f"{lang}={i}" for i, lang in enumerate(report.languages))
     langs = {
         "none": "no language embeddings",
-        "token_type_ids": f"languages as token_type_ids: {', '.join(f'{l}={i}' for i, l in enumerate(report.languages))}",
+        "token_type_ids": f"languages as token_type_ids: {ids}",
     }.get(report.language_input, f"language {report.language_input.split(':', 1)[-1]} folded in")
     print(f"wrote {report.out_dir}: {report.hf_class}, {report.vocab_size} token ids"
           f"{' (rows permuted to the tokenizer order)' if report.permuted else ''}, {langs}, {report.dtype}")

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--languages", metavar="L1,L2,...",
                    help="the languages of the data you will train on; ids are given in sorted order, the order "
                    "xlm-ds-prepare lists them in (and so the xlm task's language ids)")
-    g.add_argument("--data", metavar="DIR", help="take the languages from this xlm-ds-prepare directory's manifest.json")
+    g.add_argument("--data", metavar="DIR",
+                   help="take the languages from this xlm-ds-prepare directory's manifest.json")
     g.add_argument("--add-languages", metavar="L1,L2,...",
                    help="languages the source was not trained on: merged into the list and recorded as added "
                    "(their rows start at zero too); with --data they must be among its languages")

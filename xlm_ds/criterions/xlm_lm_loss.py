@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from fairseq import metrics
+from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 
@@ -59,15 +59,17 @@ class XLMLMCriterion(FairseqCriterion):
 
         sample_size = total("sample_size")
         metrics.log_scalar("loss", total("loss") / max(sample_size, 1) / math.log(2), sample_size, round=3)
-        metrics.log_derived("ppl", lambda m: 2 ** m["loss"].avg)
+        metrics.log_derived("ppl", lambda m: utils.get_perplexity(m["loss"].avg))
         keys = sorted({k[: -len("_loss")] for log in logging_outputs for k in log if k.endswith("_loss")})
         for name in keys:
             n = total(f"{name}_n")
             if n > 0:
                 # base 2, like fairseq's own loss
                 metrics.log_scalar(f"{name}_loss", total(f"{name}_loss") / n / math.log(2), n, round=3)
+                # get_perplexity copes with an interval where this
+                # language had no tokens (avg is None then)
                 metrics.log_derived(
-                    f"{name}_ppl", lambda m, key=f"{name}_loss": 2 ** m[key].avg
+                    f"{name}_ppl", lambda m, key=f"{name}_loss": utils.get_perplexity(m[key].avg)
                 )
 
     @staticmethod

@@ -40,7 +40,7 @@ def resolve_tag(checkpoint: str, tag: Optional[str] = None) -> Tuple[str, str]:
     checkpoint = os.path.abspath(checkpoint)
     if not os.path.isdir(checkpoint):
         raise ExportError(f"{checkpoint}: not a DeepSpeed checkpoint directory")
-    if tag is None and os.path.isfile(os.path.join(checkpoint, "mp_rank_00_model_states.pt")):
+    if tag is None and model_states_file(checkpoint):
         return os.path.dirname(checkpoint), os.path.basename(checkpoint)
     if tag == "best":
         import json
@@ -59,9 +59,20 @@ def resolve_tag(checkpoint: str, tag: Optional[str] = None) -> Tuple[str, str]:
             )
         with open(latest, encoding="utf-8") as f:
             tag = f.read().strip()
-    if not os.path.isfile(os.path.join(checkpoint, tag, "mp_rank_00_model_states.pt")):
-        raise ExportError(f"{os.path.join(checkpoint, tag)}: no mp_rank_00_model_states.pt (not a DeepSpeed checkpoint)")
+    if not model_states_file(os.path.join(checkpoint, tag)):
+        raise ExportError(f"{os.path.join(checkpoint, tag)}: no {MODEL_STATES[0]} (not a DeepSpeed checkpoint)")
     return checkpoint, tag
+
+
+MODEL_STATES = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
+
+
+def model_states_file(tag_dir: str) -> Optional[str]:
+    """DeepSpeed's model-states file of a tag (ZeRO-3 names it per rank)."""
+    for name in MODEL_STATES:
+        if os.path.isfile(os.path.join(tag_dir, name)):
+            return os.path.join(tag_dir, name)
+    return None
 
 
 def _load(path):
@@ -100,7 +111,7 @@ def consolidate(checkpoint: str, tag: Optional[str] = None) -> Dict[str, Any]:
     xlm-ds-train."""
     save_dir, tag = resolve_tag(checkpoint, tag)
     tag_dir = os.path.join(save_dir, tag)
-    model_states = _load(os.path.join(tag_dir, "mp_rank_00_model_states.pt"))
+    model_states = _load(model_states_file(tag_dir))
     info = model_states.get("xlm_ds")
     if info is None:
         raise ExportError(f"{tag_dir}: no xlm_ds state (not written by xlm-ds-train)")

@@ -240,6 +240,9 @@ def build_pipeline_module(cfg, task, ds):
         loss_fn=loss_fn,
         partition_method=pipe_cfg.get("partition", "parameters"),
         activation_checkpoint_interval=int(pipe_cfg.get("activation_checkpoint_interval", 0)),
+        # only transformer blocks: a checkpointed embedding (integer inputs)
+        # would get no gradient with reentrant checkpointing
+        checkpointable_layers=["TransformerLayerPipe"],
         dynamic_shape=True,  # batch and sequence lengths vary; the target selection too
     )
     module.xlm_loss = loss_fn
@@ -426,9 +429,9 @@ class PipelineTrainer(DeepSpeedTrainer):
         sample, _ = self._prepare_sample(sample)
         batch = self._pipe_batch(sample, False)
         self.loss_fn.stats = []
-        self.engine.eval_batch(data_iter=iter([batch]), return_logits=True, num_micro_batches=1)
+        _, out = self.engine.eval_batch(data_iter=iter([batch]), return_logits=True, num_micro_batches=1)
         self.loss_fn.stats = []
-        out = self.engine.outputs if self.engine.is_last_stage() else None
+        out = out if self.engine.is_last_stage() else None
         return None if out is None else out.detach().float().cpu()
 
 

@@ -199,7 +199,8 @@ def arch_flags(model_cfg) -> List[str]:
         and not g("sinusoidal_positions")
     )
     for name, (layers, dim, ffn, heads, pre_ln, with_langs) in ARCHITECTURES.items():
-        if plain and sizes == (layers, dim, ffn, heads) and bool(g("normalize_before")) == pre_ln and lang_emb == with_langs:
+        same_kind = bool(g("normalize_before")) == pre_ln and lang_emb == with_langs
+        if plain and same_kind and sizes == (layers, dim, ffn, heads):
             return ["--arch", name]
     flags = [
         "--arch", "xlm_lm",

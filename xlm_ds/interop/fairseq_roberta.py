@@ -194,7 +194,9 @@ def source_config(ckpt: Dict) -> Dict:
     return _as_dict(model)
 
 
-def infer_structure(state: Dict[str, torch.Tensor], cfg: Dict, heads: Optional[int] = None, pad: int = 1) -> RobertaStructure:
+def infer_structure(
+    state: Dict[str, torch.Tensor], cfg: Dict, heads: Optional[int] = None, pad: int = 1
+) -> RobertaStructure:
     """Sizes and layer-norm placement from the weights (old or new names);
     what weights cannot tell (heads, activation) from the config."""
     enc = {}
@@ -231,7 +233,9 @@ def infer_structure(state: Dict[str, torch.Tensor], cfg: Dict, heads: Optional[i
     if cfg.get("no_scale_embedding") is False:
         raise InteropError("the source scales token embeddings by sqrt(dim) (no_scale_embedding=False); not supported")
     if cfg.get("untie_weights_roberta"):
-        raise InteropError("the source's LM head is not tied to its embeddings (untie_weights_roberta); xlm_ds ties them")
+        raise InteropError(
+            "the source's LM head is not tied to its embeddings (untie_weights_roberta); xlm_ds ties them"
+        )
     if "embed_positions.weight" in enc:
         learned, max_pos = True, enc["embed_positions.weight"].shape[0] - pad - 1
     else:
@@ -304,7 +308,10 @@ def upgrade_state(state: Dict[str, torch.Tensor], structure: RobertaStructure, d
             f"{len(missing)} parameters of a fairseq RoBERTa with {structure.layers} layers are missing from the "
             f"checkpoint, e.g. {', '.join(missing[:4])}"
         )
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(s)}" for k, s in expected.items() if tuple(state[k].shape) != tuple(s)]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(s)}"
+        for k, s in expected.items() if tuple(state[k].shape) != tuple(s)
+    ]
     if wrong:
         raise InteropError("unexpected parameter shapes: " + "; ".join(wrong[:4]))
     for k in dropped:
@@ -526,7 +533,9 @@ def encode(sp, dictionary, sentences: Sequence[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def verify_import(structure, fairseq_state, model_cfg, dictionary, sp, xlm_state, n_langs, dtype=torch.float32) -> float:
+def verify_import(
+    structure, fairseq_state, model_cfg, dictionary, sp, xlm_state, n_langs, dtype=torch.float32
+) -> float:
     """Max |logit difference| between fairseq's RoBERTa with the source
     weights and the xlm_ds model with the imported ones, on a few
     sentences (non-padding positions), both in fp32 (the source rounded to

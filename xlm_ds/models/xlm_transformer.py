@@ -59,7 +59,17 @@ class XLMTransformerModel(TransformerModel):
             for side, path in (("encoder", enc_path), ("decoder", dec_path)):
                 if path and init:
                     _adopt_sizes(args, loaded[path], side)
+            if init and bool(enc_path) != bool(dec_path):
+                _mirror_sizes(args, "encoder" if enc_path else "decoder")
             xlm_transformer_base(args)
+            # shared embeddings: one width everywhere (fairseq's parse-time
+            # defaults would otherwise keep a 512-dim decoder input/output)
+            if args.decoder_embed_dim != args.encoder_embed_dim:
+                raise PretrainedCheckpointError(
+                    f"--decoder-embed-dim {args.decoder_embed_dim} differs from --encoder-embed-dim "
+                    f"{args.encoder_embed_dim}; xlm_transformer shares all embeddings"
+                )
+            args.decoder_input_dim = args.decoder_output_dim = args.decoder_embed_dim
             args.share_all_embeddings = True
             args.share_decoder_input_output_embed = True
             first = loaded.get(enc_path) or loaded.get(dec_path)
@@ -163,6 +173,20 @@ def _adopt_sizes(args, pre: PretrainedXLM, side: str):
     args.activation_fn = cfg.activation_fn
     args.layernorm_embedding = not cfg.normalize_before
     args.no_scale_embedding = True
+
+
+def _mirror_sizes(args, initialised: str):
+    """With one side from a checkpoint, the other side takes its sizes
+    unless they were given on the command line."""
+    other = "decoder" if initialised == "encoder" else "encoder"
+    explicit = set((getattr(args, "xlm_explicit_sizes", "") or "").split(","))
+    for key in (*_SHARED_SIZES, "layers", "learned_pos"):
+        if f"{other}_{key}" not in explicit:
+            setattr(args, f"{other}_{key}", getattr(args, f"{initialised}_{key}"))
+    if other == "encoder":
+        args.max_source_positions = args.max_target_positions
+    else:
+        args.max_target_positions = args.max_source_positions
 
 
 _SIZE_KEYS = [
