@@ -17,6 +17,9 @@ What is timed (all in this one process, after imports, best of ``--repeat``):
 * ``ours end-to-end``: the whole ``prepare()`` (validation pass, vocabulary
   sampling + sentencepiece training, binarization, manifest).
 
+The three are run in interleaved rounds, so that load from other processes on a
+shared machine affects all of them alike; the load average is printed per round.
+
 The outputs of both binarizers are compared sentence by sentence: they are
 identical except where a sentencepiece piece is a Unicode whitespace
 character (e.g. U+0085) that fairseq's whitespace tokenizer drops.  Prints a table and writes JSON (``--json``).
@@ -81,15 +84,17 @@ def main() -> None:
     spec = build_spec(mono, para)
     work = tempfile.mkdtemp(prefix="xlmds-bench-")
     try:
-        # ---- ours, end to end
-        e2e = []
-        for r in range(args.repeat):
-            out = os.path.join(work, "ours")
+        def run_end_to_end() -> float:
             t = time.perf_counter()
-            manifest = prepare(spec, PrepareConfig(out=out, vocab_size=args.vocab_size, workers=args.workers,
-                                                   progress=False, overwrite=True))
-            e2e.append(time.perf_counter() - t)
-        train = manifest["splits"]["train"]
+            run_end_to_end.manifest = prepare(spec, PrepareConfig(
+                out=os.path.join(work, "ours"), vocab_size=args.vocab_size, workers=args.workers,
+                progress=False, overwrite=True))
+            return time.perf_counter() - t
+
+        # ---- ours, end to end, once first: it makes the spm model / dict
+        e2e = [run_end_to_end()]
+        out = os.path.join(work, "ours")
+        train = run_end_to_end.manifest["splits"]["train"]
         n_lines = sum(e["lines"] * (2 if "-" in k else 1) for k, e in train.items())
         n_tokens = sum(sum(e["tokens"].values()) if isinstance(e["tokens"], dict) else e["tokens"] for e in train.values())
 
@@ -98,9 +103,8 @@ def main() -> None:
         lut = id_map(sp, d)
         datasets = spec.datasets()
 
-        # ---- ours, binarize step only (raw gzip text -> .bin/.idx)
-        ours = []
-        for r in range(args.repeat):
+        def run_ours() -> float:
+            """Our binarize step only: raw gzip text -> .bin/.idx."""
             dest = os.path.join(work, "ours-bin")
             shutil.rmtree(dest, ignore_errors=True)
             os.makedirs(dest)
@@ -114,7 +118,7 @@ def main() -> None:
                         batches = (b for c in corpora for b in iter_pairs(c.src_path, c.tgt_path))
                         prefixes = [os.path.join(dest, f"{split}.{name}.{lang}") for lang in name.split("-")]
                     binarize_dataset(pool, batches, prefixes, len(d), d.unk())
-            ours.append(time.perf_counter() - t)
+            return time.perf_counter() - t
 
         # ---- sentencepiece-encoded text for fairseq-preprocess (not timed)
         enc = os.path.join(work, "enc")
@@ -124,14 +128,13 @@ def main() -> None:
             for c in corpora:
                 sides = [(name, 0)] if isinstance(c, MonoCorpus) else [(lang, i) for i, lang in enumerate(name.split("-"))]
                 for lang, i in sides:
-                    stem = f"mono" if isinstance(c, MonoCorpus) else f"para.{name}"
+                    stem = "mono" if isinstance(c, MonoCorpus) else f"para.{name}"
                     with open(os.path.join(enc, f"{stem}.{lang}"), "a", encoding="utf-8") as f:
                         it = iter_sentences(c.path) if isinstance(c, MonoCorpus) else (b[i] for b in iter_pairs(c.src_path, c.tgt_path))
                         for batch in it:
                             f.write("\n".join(" ".join(p) for p in sp.encode(batch, out_type=str)) + "\n")
         encode_s = time.perf_counter() - t
 
-        # ---- fairseq-preprocess on the encoded text
         parser = options.get_preprocessing_parser()
         dict_path = os.path.join(out, "dict.txt")
         calls = []
@@ -144,8 +147,9 @@ def main() -> None:
                 src, tgt = name.split("-")
                 calls.append((name, ["--source-lang", src, "--target-lang", tgt, "--srcdict", dict_path,
                                      "--tgtdict", dict_path, "--trainpref", os.path.join(enc, f"para.{name}"), *common]))
-        fs = []
-        for r in range(args.repeat):
+
+        def run_fairseq() -> float:
+            """fairseq-preprocess on the encoded text, one call per language / pair."""
             total = 0.0
             for name, argv in calls:
                 dest = os.path.join(work, "fairseq", name)
@@ -154,7 +158,17 @@ def main() -> None:
                 t = time.perf_counter()
                 preprocess.main(a)
                 total += time.perf_counter() - t
-            fs.append(total)
+            return total
+
+        # ---- timed rounds, interleaved so that a busy machine hurts all alike
+        ours, fs = [], []
+        for r in range(args.repeat):
+            ours.append(run_ours())
+            fs.append(run_fairseq())
+            if r > 0:
+                e2e.append(run_end_to_end())
+            print(f"round {r + 1}: ours {ours[-1]:.2f}s, fairseq {fs[-1]:.2f}s, end-to-end {e2e[-1]:.2f}s "
+                  f"(load average {os.getloadavg()[0]:.2f})", file=sys.stderr)
 
         # ---- same output?  fairseq splits the pre-encoded text on any Unicode
         # whitespace (\s), so a sentencepiece piece such as U+0085 (NEL), which
@@ -190,6 +204,7 @@ def main() -> None:
         result = {
             "corpus": {"mono": mono, "para": para, "lines": n_lines, "tokens_with_eos": n_tokens},
             "workers": args.workers,
+            "load_average_after": os.getloadavg(),
             "repeat": args.repeat,
             "vocab_size": sp.get_piece_size(),
             "seconds_best": best,

@@ -57,6 +57,7 @@ def worker(args) -> None:
     init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
     phases = {"start": _rss_gib()}
+    peaks = {"start": _peak_gib()}  # peak RSS so far, at the end of each phase
 
     def log(msg):
         if rank == 0:
@@ -81,7 +82,7 @@ def worker(args) -> None:
     t0 = time.time()
     model = XLMModel(cfg, XLMEncoder(cfg, Dictionary(), 0))
     psi = sum(p.numel() for p in model.parameters())
-    phases["model_built"] = _rss_gib()
+    phases["model_built"], peaks["model_built"] = _rss_gib(), _peak_gib()
     log(f"built xlmr_large: {psi / 1e6:.1f}M parameters in {time.time() - t0:.1f}s "
         f"(rss {phases['model_built']:.2f} GiB)")
     name = "zero3_bf16.json" if args.precision == "bf16" else "zero3.json"
@@ -90,7 +91,7 @@ def worker(args) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     t0 = time.time()
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds.config, dist_init_required=False)
-    phases["engine_initialized"] = _rss_gib()
+    phases["engine_initialized"], peaks["engine_initialized"] = _rss_gib(), _peak_gib()
     init_s = time.time() - t0
     log(f"deepspeed.initialize (ZeRO-3, {args.precision}): {init_s:.1f}s (rss {phases['engine_initialized']:.2f} GiB)")
     criterion = XLMLMCriterion(Task())
@@ -108,21 +109,25 @@ def worker(args) -> None:
         engine.train()
         loss, n_pred, _ = criterion(engine, sample)
         t_fwd = time.time()
+        peaks[f"step_{step + 1}_forward"] = _peak_gib()
         engine.backward(loss / max(n_pred, 1))
         t_bwd = time.time()
+        peaks[f"step_{step + 1}_backward"] = _peak_gib()
         engine.step()
         t_step = time.time()
+        peaks[f"step_{step + 1}_optimizer"] = _peak_gib()
         dist.barrier()
         steps.append({
             "forward_s": t_fwd - t0, "backward_s": t_bwd - t_fwd, "optimizer_s": t_step - t_bwd,
             "total_s": time.time() - t0, "loss": float(loss) / max(n_pred, 1),
-            "gnorm": engine.get_global_grad_norm(),
+            "gnorm": None if engine.get_global_grad_norm() is None else float(engine.get_global_grad_norm()),
         })
         phases[f"after_step_{step + 1}"] = _rss_gib()
         log(f"step {step + 1}: {steps[-1]['total_s']:.1f}s (forward {steps[-1]['forward_s']:.1f}, backward "
             f"{steps[-1]['backward_s']:.1f}, optimizer {steps[-1]['optimizer_s']:.1f}), loss "
             f"{steps[-1]['loss']:.3f}, rss {phases[f'after_step_{step + 1}']:.2f} GiB")
-    mine = {"rank": rank, "peak_rss_gib": _peak_gib(), "phases_rss_gib": phases, "steps": steps}
+    mine = {"rank": rank, "peak_rss_gib": _peak_gib(), "phases_rss_gib": phases, "peak_so_far_gib": peaks,
+            "steps": steps}
     gathered = [None] * world
     dist.all_gather_object(gathered, mine)
     if rank == 0:
@@ -183,6 +188,7 @@ def main(argv=None):
         print(f"  rank {r['rank']}: peak RSS {r['peak_rss_gib']:.2f} GiB; step 1 {s['total_s']:.1f}s "
               f"(forward {s['forward_s']:.1f}, backward {s['backward_s']:.1f}, optimizer {s['optimizer_s']:.1f})"
               + "".join(f"; step {i + 1} {x['total_s']:.1f}s" for i, x in enumerate(r["steps"][1:], 1)))
+    print("  peak RSS so far (rank 0): " + ", ".join(f"{k} {v:.2f}" for k, v in res["ranks"][0]["peak_so_far_gib"].items()))
     print(f"  deepspeed.initialize {res['init_s']:.1f}s; whole run {wall:.0f}s; wrote {args.out}")
     return 0
 

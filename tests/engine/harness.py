@@ -82,6 +82,8 @@ def main():
             extra=["--restore-file", os.path.join(out, f"{config}_full", "checkpoint_1_3")],
         )
 
+    # (last: a pipeline engine leaves DeepSpeed's global model-parallel
+    # groups set, which a later plain engine in the same process trips on)
     # 2-stage pipeline (ZeRO-1, MLM only) against data parallelism from the
     # same weights: pipeline micro-batches b0,b1 (accumulation 2) = data
     # parallel rank 0 b0 + rank 1 b1; no dropout (stages draw from their own

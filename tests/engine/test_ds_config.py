@@ -118,6 +118,9 @@ def test_fairseq_options_must_agree_with_the_config():
     assert "--lr-scheduler inverse_sqrt and cfg.json's \"scheduler\"" in error_of(
         {**cfg, "scheduler": {"type": "WarmupLR"}}, lr_scheduler="inverse_sqrt")
     assert "--fp16/--bf16 are fairseq's own" in error_of(cfg, fairseq_bf16=True)
+    ds_opt = {**cfg, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}}
+    assert "optimizer.params.lr 0.001 disagrees with --lr 0.25" in error_of(ds_opt, client_optimizer=None, lr=0.25)
+    assert check(ds_opt, client_optimizer=None, lr=1e-3).ds_optimizer
 
 
 def test_pipeline_refuses_zero_2_and_3():
@@ -147,6 +150,12 @@ def test_offload_and_precision_rules():
 
     assert "does not support it; use a bf16 config on CPU" in error_of(
         {"train_micro_batch_size_per_gpu": 8, "fp16": {"enabled": True}}, accelerator=NoFp16())
+
+
+def test_activation_partitioning_needs_model_parallelism():
+    msg = error_of({"train_micro_batch_size_per_gpu": 8,
+                    "activation_checkpointing": {"partition_activations": True, "cpu_checkpointing": True}})
+    assert "activation_checkpointing.partition_activations/cpu_checkpointing work on activations partitioned" in msg
 
 
 def test_every_problem_is_listed_at_once():

@@ -192,7 +192,7 @@ def test_cli_under_srun_with_tensorboard(ds_data, tmp_path, engine_env, free_por
             SLURM_STEP_NUM_TASKS="2", SLURM_STEP_NODELIST="localhost", SLURM_JOB_NODELIST="localhost",
             SLURM_TASKS_PER_NODE="2", SLURM_JOB_ID="777", SLURM_STEP_ID="0", MASTER_PORT=str(port),
         )
-        cmd = [PYTHON, *_cli_args(ds_data, save, "zero2.json", 4, "--log-interval", "4",
+        cmd = [PYTHON, *_cli_args(ds_data, save, "zero2.json", 4, "--log-interval", "2",
                                   "--tensorboard-logdir", tb)]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))

@@ -90,6 +90,7 @@ def check(args, cfg):
         clip_norm=float(cfg.optimization.clip_norm or 0.0),
         client_optimizer=cfg.optimizer._name if cfg.optimizer is not None else None,
         lr_scheduler=cfg.lr_scheduler._name if cfg.lr_scheduler is not None else None,
+        lr=float(cfg.optimization.lr[0]),
         fairseq_fp16=bool(cfg.common.fp16),
         fairseq_bf16=bool(cfg.common.bf16),
         accelerator=accelerator,

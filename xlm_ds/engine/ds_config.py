@@ -286,6 +286,7 @@ def validate(
     clip_norm: float = 0.0,
     client_optimizer: Optional[str] = None,
     lr_scheduler: str = "fixed",
+    lr: Optional[float] = None,
     fairseq_fp16: bool = False,
     fairseq_bf16: bool = False,
     accelerator=None,
@@ -442,6 +443,14 @@ def validate(
             f"--lr-scheduler {lr_scheduler} and {path}'s \"scheduler\" section both schedule the "
             "learning rate; keep one"
         )
+    if ds_optimizer and not ds_scheduler and lr is not None:
+        ds_lr = (config["optimizer"].get("params") or {}).get("lr")
+        if ds_lr is not None and abs(float(ds_lr) - float(lr)) > 1e-12 * max(1.0, abs(float(lr))):
+            errors.append(
+                f"{path}: optimizer.params.lr {ds_lr} disagrees with --lr {lr}: without a \"scheduler\" "
+                f"section fairseq's --lr-scheduler {lr_scheduler} sets the learning rate from --lr "
+                "(pass the same --lr, or add a scheduler section)"
+            )
     clip = config.get("gradient_clipping", 0.0) or 0.0
     if clip_norm and clip and abs(clip - clip_norm) > 1e-12:
         errors.append(f"--clip-norm {clip_norm} disagrees with {path}: gradient_clipping {clip}")
@@ -465,6 +474,14 @@ def validate(
         warnings.append(f"{path}: optimizer offload with pipeline parallelism is untested here")
 
     act = isinstance(config.get("activation_checkpointing"), dict)
+    if act:
+        needs_mp = [k for k in ("partition_activations", "contiguous_memory_optimization", "cpu_checkpointing")
+                    if config["activation_checkpointing"].get(k)]
+        if needs_mp:
+            errors.append(
+                f"{path}: activation_checkpointing.{'/'.join(needs_mp)} work on activations partitioned across "
+                "tensor-model-parallel ranks, which xlm-ds does not use; set them false"
+            )
 
     if errors:
         raise DSConfigError("\n".join(errors))

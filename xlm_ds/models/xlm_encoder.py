@@ -108,7 +108,9 @@ class XLMEncoder(FairseqEncoder):
             x = x * (~padding_mask).unsqueeze(-1).type_as(x)
         hiddens: List[torch.Tensor] = [x] if return_all_hiddens else []
         for layer in self.layers:
-            x = layer(x, key_padding_mask=padding_mask, causal=causal)
+            # language-specific blocks (--shared-top-layers) route by language
+            extra = {"langs": langs} if getattr(layer, "routes_by_language", False) else {}
+            x = layer(x, key_padding_mask=padding_mask, causal=causal, **extra)
             if return_all_hiddens:
                 hiddens.append(x)
         if self.layer_norm is not None:

@@ -39,6 +39,11 @@ class XLMConfig(FairseqDataclass):
     no_lang_embeddings: bool = field(
         default=False, metadata={"help": "no language embeddings (XLM-R style)"}
     )
+    shared_top_layers: int = field(
+        default=-1,
+        metadata={"help": "share only the top k blocks between languages, the lower ones "
+                  "language-specific (Conneau et al. 2020 ablation); -1 = all shared"},
+    )
     languages: str = field(
         default="",
         metadata={"help": "comma-separated language ids, in id order; filled from the task"},
@@ -65,7 +70,12 @@ class XLMModel(FairseqEncoderModel):
                 f"{','.join(task_langs)!r}: language ids would be misread"
             )
         n_langs = 0 if cfg.no_lang_embeddings else len(cls.languages_of(cfg))
-        return cls(cfg, XLMEncoder(cfg, task.source_dictionary, n_langs))
+        encoder = XLMEncoder(cfg, task.source_dictionary, n_langs)
+        if getattr(cfg, "shared_top_layers", -1) >= 0:
+            from ..methods.sharing import share_top_layers
+
+            share_top_layers(encoder, cfg.shared_top_layers, len(cls.languages_of(cfg)))
+        return cls(cfg, encoder)
 
     @staticmethod
     def languages_of(cfg) -> List[str]:

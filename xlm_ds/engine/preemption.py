@@ -1,0 +1,222 @@
+"""Preemption and time limits for ``xlm-ds-train``: a signal (SIGUSR1 from
+``sbatch --signal=USR1@120`` or ``scancel --signal=USR1``, SIGTERM from a
+preemption or a cancellation) asks every rank to stop at the end of the
+current update, save a checkpoint (the ordinary mid-epoch one:
+``SAVE_DIR/checkpoint_E_U`` + ``SAVE_DIR/latest``) and exit 0, with rank 0
+writing the marker file ``SAVE_DIR/preempted.json``. The next run of the
+same command (a requeued or resubmitted job) resumes from ``latest`` as
+usual, with the data iterator's position, LR schedule, meters and RNG
+states, so no update is lost or counted twice.
+
+A signal reaches the ranks at different moments; they agree at each update
+boundary (an all-reduce of the flag, MAX) so that all of them save the same
+update and leave the loop together.
+
+Wiring (two lines; see :func:`install` / :func:`patch_loop`)::
+
+    from xlm_ds.engine import preemption
+    preemption.install()        # before training, in every rank
+    preemption.patch_loop()     # loop.validate_and_save honours the flag
+
+``python -m xlm_ds.engine.preemption ARGS`` is ``xlm-ds-train ARGS`` with
+both done (what ``slurm/pretrain.sh`` runs).
+
+Exit status: 0 both when training finished and when it stopped on a signal;
+the marker file tells them apart (``slurm/pretrain.sh`` requeues the job
+when it is there).
+"""
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Iterable, Optional
+
+logger = logging.getLogger("xlm_ds.preemption")
+
+MARKER = "preempted.json"
+DEFAULT_SIGNALS = ("SIGUSR1", "SIGTERM")
+
+
+class _State:
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self.received_at: Optional[float] = None
+        self.installed: tuple = ()
+        self.previous: dict = {}
+        self.stopped_at_update: Optional[int] = None
+
+
+_state = _State()
+
+
+def _handler(signum, frame):  # noqa: ARG001 - signal handler signature
+    if _state.signum is None:
+        _state.signum = signum
+        _state.received_at = time.time()
+        # no logging inside the handler (not reentrant): a plain write
+        try:
+            os.write(2, f"xlm-ds-train: received {signal.Signals(signum).name}; "
+                        "will save a checkpoint at the end of the current update and exit\n".encode())
+        except OSError:
+            pass
+
+
+def install(signals: Optional[Iterable[str]] = None) -> tuple:
+    """Installs the handler for ``signals`` (default SIGUSR1, SIGTERM; the
+    environment variable XLM_DS_PREEMPT_SIGNALS, e.g. ``"USR1 TERM"``,
+    overrides). Main thread only; returns the signals installed."""
+    if signals is None:
+        env = os.environ.get("XLM_DS_PREEMPT_SIGNALS")
+        signals = env.split() if env else DEFAULT_SIGNALS
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("preemption.install() must be called from the main thread")
+    installed = []
+    for name in signals:
+        name = name.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        signum = getattr(signal, name)
+        _state.previous.setdefault(signum, signal.getsignal(signum))
+        signal.signal(signum, _handler)
+        installed.append(signum)
+    _state.installed = tuple(installed)
+    return _state.installed
+
+
+def uninstall():
+    for signum, previous in _state.previous.items():
+        signal.signal(signum, previous)
+    _state.previous.clear()
+    _state.installed = ()
+
+
+def reset():
+    """Forgets a received signal (tests; several runs in one process)."""
+    _state.signum = None
+    _state.received_at = None
+    _state.stopped_at_update = None
+
+
+def requested() -> bool:
+    """Whether this process received one of the signals."""
+    return _state.signum is not None
+
+
+def signal_name() -> Optional[str]:
+    return signal.Signals(_state.signum).name if _state.signum is not None else None
+
+
+def agreed() -> bool:
+    """Whether any rank received a signal (collective: every rank must call
+    it at the same point; without a process group, :func:`requested`)."""
+    flag = 1 if requested() else 0
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return bool(flag)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return bool(flag)
+    device = "cpu"
+    if dist.get_backend() == "nccl":
+        device = f"cuda:{torch.cuda.current_device()}"
+    t = torch.tensor([flag], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if t.item() and _state.signum is None:
+        _state.signum = -1  # another rank's signal
+    return bool(t.item())
+
+
+def marker_path(save_dir: str) -> str:
+    return os.path.join(save_dir, MARKER)
+
+
+def write_marker(save_dir: str, num_updates: int, epoch: int, tag: Optional[str] = None):
+    """Rank 0 writes ``SAVE_DIR/preempted.json`` (atomically)."""
+    os.makedirs(save_dir, exist_ok=True)
+    path = marker_path(save_dir)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({
+            "signal": signal_name() if _state.signum and _state.signum > 0 else "peer",
+            "num_updates": num_updates, "epoch": epoch, "checkpoint": tag,
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_restart_count": os.environ.get("SLURM_RESTART_COUNT", "0"),
+            "time": time.time(),
+        }, f)
+    os.replace(tmp, path)
+
+
+def clear_marker(save_dir: str):
+    try:
+        os.remove(marker_path(save_dir))
+    except FileNotFoundError:
+        pass
+
+
+def stopped_at_update() -> Optional[int]:
+    """The update at which the loop stopped on a signal, or None."""
+    return _state.stopped_at_update
+
+
+def patch_loop():
+    """Makes ``xlm_ds.engine.loop`` honour a signal at each update boundary:
+    save (no validation: the time before SIGKILL is short), write the
+    marker, and stop. Idempotent."""
+    from xlm_ds.engine import loop
+
+    if getattr(loop.validate_and_save, "_xlm_ds_preemption", False):
+        return
+    original = loop.validate_and_save
+
+    def validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch):
+        if agreed():
+            num_updates = trainer.get_num_updates()
+            logger.info("preemption: saving a checkpoint at update %d and stopping (%s)",
+                        num_updates, signal_name() or "peer")
+            path = loop.save_checkpoint(cfg, trainer, epoch_itr, None)
+            if loop._is_master() and not cfg.checkpoint.no_save:
+                write_marker(cfg.checkpoint.save_dir, num_updates, epoch_itr.epoch,
+                             os.path.basename(path) if path else None)
+            loop._barrier()
+            _state.stopped_at_update = num_updates
+            return [None], True
+        return original(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
+
+    validate_and_save._xlm_ds_preemption = True
+    validate_and_save.__wrapped__ = original
+    loop.validate_and_save = validate_and_save
+
+
+def main(argv=None, early=None) -> int:
+    """``xlm-ds-train`` with the preemption handler (for SLURM jobs).
+    ``early``: signals a bootstrap handler caught before this module was
+    imported (see slurm/pretrain.sh); they count as received."""
+    install()
+    if early and _state.signum is None:
+        _state.signum = early[0]
+        _state.received_at = time.time()
+    patch_loop()
+    from xlm_ds.cli import train
+
+    argv = sys.argv[1:] if argv is None else argv
+    # a stale marker from an earlier run must not outlive this one
+    save_dir = _save_dir(argv)
+    if save_dir and os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
+        clear_marker(save_dir)
+    return train.main(argv)
+
+
+def _save_dir(argv) -> Optional[str]:
+    for i, arg in enumerate(argv):
+        if arg in ("--save-dir", "--save_dir") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--save-dir=") or arg.startswith("--save_dir="):
+            return arg.split("=", 1)[1]
+    return "checkpoints"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
