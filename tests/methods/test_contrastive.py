@@ -1,7 +1,6 @@
 """MoCo contrastive alignment (Pan et al. 2021): loss, queue, momentum."""
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -45,6 +45,9 @@ class _Model(torch.nn.Module):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(1))
 
+    def set_num_updates(self, n):
+        pass
+
 
 def test_objectives_switch_at_configured_update(prepared_sample):
     cfg = PhasedTaskConfig(data=prepared_sample, phases="0=mlm:en; 3=mlm tlm", seed=1, tokens_per_sample=64)

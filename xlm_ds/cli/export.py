@@ -57,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.exit(2, f"{PROG}: error: {e}\n")
     except KeyboardInterrupt:
         return 130
-    n = sum(v.numel() for v in state["model"].values())
+    n = sum(v.numel() for v in {id(v): v for v in state["model"].values()}.values())  # tied once
     logging.getLogger(PROG).info(
         "wrote %s: %d tensors, %.1fM weights, %d updates (%.1fs)",
         args.out, len(state["model"]), n / 1e6, state["optimizer_history"][-1]["num_updates"],

@@ -189,7 +189,6 @@ def check_loadable(state: Dict[str, Any]) -> None:
     it strictly (what fairseq's loader does after setting up the task)."""
     from omegaconf import OmegaConf
 
-    from ..models.xlm_encoder import XLMEncoder
     from ..models.xlm_model import XLMModel
 
     cfg = OmegaConf.create(state["cfg"])
@@ -198,10 +197,13 @@ def check_loadable(state: Dict[str, Any]) -> None:
         raise ExportError("exported checkpoint has no task_state.dictionary_symbols")
     pad = symbols.index("<pad>") if "<pad>" in symbols else 1
     m = cfg.model
-    n_langs = 0 if m.no_lang_embeddings else len(XLMModel.languages_of(m))
+
+    class _Task:  # what XLMModel.build_model reads
+        source_dictionary = _Dict(symbols, pad)
+        languages = XLMModel.languages_of(m)
+
     with torch.device("meta"):
-        encoder = XLMEncoder(m, _Dict(symbols, pad), n_langs)
-    model = XLMModel(m, encoder)
+        model = XLMModel.build_model(m, _Task())
     missing, unexpected = torch.nn.Module.load_state_dict(model, state["model"], strict=False, assign=True)
     if missing or unexpected:
         raise ExportError(f"exported weights do not fit the model: missing {missing}, unexpected {unexpected}")

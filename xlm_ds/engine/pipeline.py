@@ -196,6 +196,11 @@ def build_pipeline_module(cfg, task, ds):
     m = cfg.model
     if getattr(m, "_name", None) is None or not str(m._name).startswith(("xlm", "xlmr")):
         raise ValueError(f"pipeline parallelism supports the xlm_lm architectures, not {m._name!r}")
+    if getattr(m, "shared_top_layers", -1) >= 0:
+        raise ValueError(
+            "pipeline parallelism builds the plain encoder; --shared-top-layers (language-specific "
+            "blocks) trains with a ZeRO config"
+        )
     objectives = [o.kind for o in task.objectives]
     if objectives != ["mlm"]:
         raise ValueError(

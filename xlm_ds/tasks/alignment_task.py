@@ -136,7 +136,9 @@ class AlignXLMTask(XLMTask):
     def align_loss(self, model, sample, update_num=None, enqueue=True):
         """(summed InfoNCE loss, logging dict) of one ``align`` batch; keeps
         the momentum encoder and the queue up to date."""
-        inner = getattr(model, "module", model)
+        inner = model
+        while hasattr(inner, "module"):  # DDP / fairseq's ModuleProxyWrapper
+            inner = inner.module
         if self.key_encoder is None:
             self.key_encoder = make_key_encoder(inner)
             self.queue = KeyQueue(self.cfg.align_queue_size, inner.encoder.embed_tokens.embedding_dim)
