@@ -26,6 +26,7 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+from fairseq import checkpoint_utils
 
 logger = logging.getLogger("xlm_ds.export")
 
@@ -162,13 +163,7 @@ def export(checkpoint: str, out: str, tag: Optional[str] = None, check: bool = T
     if check:
         check_loadable(state)
     os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
-    tmp = f"{out}.tmp{os.getpid()}"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    checkpoint_utils.torch_persistent_save(state, out)  # temp file + rename
     return state
 
 

@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-from fairseq import utils
+from fairseq import checkpoint_utils, utils
 from fairseq.distributed import utils as distributed_utils
 from fairseq.logging import meters, metrics
 from fairseq.optim import FairseqOptimizer
@@ -548,9 +548,15 @@ class DeepSpeedTrainer:
     def save_checkpoint(self, save_dir: str, tag: str, extra_state: Dict[str, Any]) -> str:
         import torch.distributed as dist
 
-        self.engine.save_checkpoint(save_dir, tag=tag, client_state=self.client_state(extra_state))
+        # RNG states first: DeepSpeed writes ``latest`` at the end of its
+        # save, so a kill at any point never leaves a ``latest`` pointing at a
+        # tag without them (the resume would be complete but not bit-exact)
         rank = dist.get_rank() if dist.is_initialized() else 0
-        torch.save(rng_state(), os.path.join(save_dir, tag, f"rng_state_{rank}.pt"))
+        os.makedirs(os.path.join(save_dir, tag), exist_ok=True)
+        checkpoint_utils.torch_persistent_save(
+            rng_state(), os.path.join(save_dir, tag, f"rng_state_{rank}.pt")
+        )
+        self.engine.save_checkpoint(save_dir, tag=tag, client_state=self.client_state(extra_state))
         if dist.is_initialized():
             dist.barrier()
         return os.path.join(save_dir, tag)

@@ -17,6 +17,7 @@ import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
+from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 from omegaconf import OmegaConf, open_dict
 
@@ -175,13 +176,8 @@ def make_checkpoint(
 
 
 def save_checkpoint(ckpt: Dict, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Atomic (temp file + rename), as fairseq saves its own checkpoints."""
+    checkpoint_utils.torch_persistent_save(ckpt, path)
 
 
 def arch_flags(model_cfg) -> List[str]:
