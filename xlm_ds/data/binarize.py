@@ -153,7 +153,10 @@ def _init_worker(spm_path: str, lut: np.ndarray, in_pool: bool = False) -> None:
 
 def encode_lines(lines: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
     """``(flat dict ids incl. one eos per line, sizes)`` for a batch."""
-    ids = _W["sp"].encode(list(lines), add_eos=True)  # C++; eos = spm </s>, mapped below
+    # C++ batch encoder; eos = spm </s>, mapped below.  num_threads=1: the
+    # parallelism is our worker processes (spm's default would start one
+    # thread per CPU in *every* worker and oversubscribe the machine)
+    ids = _W["sp"].encode(list(lines), add_eos=True, num_threads=1)
     sizes = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(sizes.sum()))
     return _W["lut"][flat], sizes
