@@ -2,7 +2,6 @@
 file, line and expectation, exit status 2, and no output directory left."""
 import gzip
 import json
-import os
 
 import pytest
 

@@ -41,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Learn one shared sentencepiece vocabulary on alpha-smoothed per-language samples "
-        "and binarize monolingual and parallel corpora into fairseq mmap datasets (XLM data preparation).",
+        description="Learn one shared sentencepiece vocabulary on alpha-smoothed per-language\n"
+        "samples and binarize monolingual and parallel corpora into fairseq mmap datasets\n"
+        "(XLM data preparation; docs/prepare.md).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

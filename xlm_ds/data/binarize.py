@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing as mp
-import os
 import signal
 from collections import deque
 from dataclasses import dataclass, field
