@@ -32,13 +32,22 @@ def prepared_sample(tmp_path_factory):
 
 
 def fairseq_cli(tool, *args, cwd=None, timeout=900):
-    """Runs a fairseq console tool in this interpreter; returns the log."""
+    """Runs a fairseq console tool in this interpreter; returns the log.
+
+    ``--data-buffer-size 0``: fairseq prefetches batches in a daemon thread;
+    a short run can end while that thread is inside torch C++ code, and
+    Python's shutdown then aborts the process ("terminate called without an
+    active exception", exit -6) after training finished (docs/stack.md)."""
+    if tool in ("train", "generate") and "--data-buffer-size" not in args:
+        args = (*args, "--data-buffer-size", "0")
     proc = subprocess.run(
         [sys.executable, "-m", f"fairseq_cli.{tool}", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, timeout=timeout,
     )
     if proc.returncode:
-        raise AssertionError(f"fairseq {tool} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"fairseq {tool} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc.stdout + proc.stderr
 
 

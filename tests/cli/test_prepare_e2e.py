@@ -159,7 +159,7 @@ def test_byte_identical_to_fairseq_preprocess(prepared, vocab, sample_lines, tmp
 
 
 TINY_TRAIN = ["--max-update", "2", "--max-tokens", "500", "--cpu", "--no-save", "--optimizer", "adam",
-              "--lr", "1e-4", "--num-workers", "0", "--log-format", "simple"]
+              "--lr", "1e-4", "--num-workers", "0", "--log-format", "simple", "--data-buffer-size", "0"]
 
 
 @pytest.mark.slow

@@ -176,7 +176,8 @@ def _small_corpus(tmp_path, sample_dir):
 
 TRAIN = ["--user-dir", "xlm_ds", "--task", "xlm", "--criterion", "xlm_lm", "--objectives", "mlm tlm",
          "--tokens-per-sample", "64", "--batch-size", "16", "--optimizer", "adam", "--lr", "1e-3",
-         "--cpu", "--num-workers", "0", "--log-format", "simple", "--no-epoch-checkpoints", "--seed", "1"]
+         "--cpu", "--num-workers", "0", "--log-format", "simple", "--no-epoch-checkpoints", "--seed", "1",
+         "--data-buffer-size", "0"]  # no prefetch thread to abort at exit (docs/stack.md)
 
 
 @pytest.mark.slow

@@ -67,8 +67,10 @@ def main(argv=None):
         run([sys.executable, "-m", "xlm_ds.cli.prepare", "--corpus", os.path.join(SAMPLE, "corpus.yaml"),
              "--out", data, "--vocab-size", str(args.vocab_size), "--seed", str(args.seed)])
 
+    # --data-buffer-size 0: no prefetch thread; fairseq's daemon prefetch
+    # thread can abort the interpreter at exit (docs/stack.md)
     common = ["--user-dir", USER_DIR, "--seed", str(args.seed), "--log-format", "simple",
-              "--log-interval", "100", "--no-epoch-checkpoints", "--cpu"]
+              "--log-interval", "100", "--no-epoch-checkpoints", "--cpu", "--data-buffer-size", "0"]
 
     print("== 2/4 pretrain: MLM on en/de/fr + TLM on de-en/en-fr", flush=True)
     pretrained = os.path.join(pre_dir, "checkpoint_best.pt")
@@ -104,7 +106,7 @@ def main(argv=None):
     run(fairseq("generate") + [
         data, "--user-dir", USER_DIR, "--task", "xlm_translation", "-s", src, "-t", tgt,
         "--gen-subset", "test", "--path", finetuned, "--beam", str(args.beam), "--batch-size", "64",
-        "--post-process", "sentencepiece", "--cpu", "--results-path", out,
+        "--post-process", "sentencepiece", "--cpu", "--results-path", out, "--data-buffer-size", "0",
     ], os.path.join(out, "generate.log"))
     os.replace(os.path.join(out, "generate-test.txt"), gen_out)
     ref = os.path.join(SAMPLE, f"test.{pair}.{tgt}.gz")
