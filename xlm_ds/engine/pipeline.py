@@ -46,7 +46,7 @@ from fairseq.modules import LayerNorm, PositionalEmbedding
 from torch import nn
 
 from ..models.transformer_layer import TransformerLayer
-from .trainer import DeepSpeedTrainer, import_deepspeed
+from .trainer import DeepSpeedTrainer, import_deepspeed, initialize_engine
 
 logger = logging.getLogger("xlm_ds.engine.pipeline")
 
@@ -294,16 +294,7 @@ class PipelineTrainer(DeepSpeedTrainer):
     is_pipeline = True
 
     def _build_engine(self, module):
-        deepspeed = import_deepspeed()
-        params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = None if self.ds.ds_optimizer else _client_optimizer(self.cfg, params)
-        engine, _, _, _ = deepspeed.initialize(
-            model=module,
-            optimizer=optimizer,
-            model_parameters=params if optimizer is None else None,
-            config=self.ds.config,
-            dist_init_required=False,
-        )
+        engine = initialize_engine(module, self.cfg, self.ds)
         self.loss_fn = module.xlm_loss
         self.languages = list(self.loss_fn.languages)
         return engine
@@ -440,7 +431,3 @@ class PipelineTrainer(DeepSpeedTrainer):
         return None if out is None else out.detach().float().cpu()
 
 
-def _client_optimizer(cfg, params):
-    from .trainer import build_client_optimizer
-
-    return build_client_optimizer(cfg, params)

@@ -148,6 +148,22 @@ class _DeferredBackward:
 # --------------------------------------------------------------------------
 # activation checkpointing (the model code stays free of deepspeed)
 # --------------------------------------------------------------------------
+def initialize_engine(module, cfg, ds):
+    """``deepspeed.initialize`` with the optimizer the config asks for: a
+    client torch optimizer, or DeepSpeed's own when the JSON has one."""
+    deepspeed = import_deepspeed()
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = None if ds.ds_optimizer else build_client_optimizer(cfg, params)
+    engine, _, _, _ = deepspeed.initialize(
+        model=module,
+        optimizer=optimizer,
+        model_parameters=params if optimizer is None else None,
+        config=ds.config,
+        dist_init_required=False,
+    )
+    return engine
+
+
 def enable_activation_checkpointing(model, ds_config: Dict[str, Any]) -> int:
     """Recompute every transformer block in backward with DeepSpeed's
     activation checkpointing (configured from the config's
@@ -236,20 +252,11 @@ class DeepSpeedTrainer:
 
     # ---- construction -----------------------------------------------------
     def _build_engine(self, model):
-        deepspeed = import_deepspeed()
+        import_deepspeed()  # first deepspeed import goes through the shm-op switch
         if self.ds.activation_checkpointing:
             n = enable_activation_checkpointing(model, self.ds.config)
             logger.info("activation checkpointing: %d blocks recomputed in backward", n)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = None if self.ds.ds_optimizer else build_client_optimizer(self.cfg, params)
-        engine, _, _, _ = deepspeed.initialize(
-            model=model,
-            optimizer=optimizer,
-            model_parameters=params if optimizer is None else None,
-            config=self.ds.config,
-            dist_init_required=False,
-        )
-        return engine
+        return initialize_engine(model, self.cfg, self.ds)
 
     # ---- fairseq Trainer surface used by the loop ---------------------------
     @property
