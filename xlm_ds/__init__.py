@@ -8,7 +8,7 @@ from . import patches  # noqa: F401  (must precede checkpoint loading)
 from .criterions import xlm_lm_loss  # noqa: F401
 from .models import xlm_model  # noqa: F401  (before its architectures)
 from .models import architectures, xlm_transformer  # noqa: F401
-from .tasks import xlm_task, xlm_translation  # noqa: F401
+from .tasks import xlm_task, xlm_translation, umt_task  # noqa: F401
 from .tasks import alignment_task, phased_task  # noqa: F401  (docs/methods.md)
 
 __version__ = "0.1.0"

@@ -70,7 +70,11 @@ def main(argv=None):
     # --data-buffer-size 0: no prefetch thread; fairseq's daemon prefetch
     # thread can abort the interpreter at exit (docs/stack.md)
     common = ["--user-dir", USER_DIR, "--seed", str(args.seed), "--log-format", "simple",
-              "--log-interval", "100", "--no-epoch-checkpoints", "--cpu", "--data-buffer-size", "0"]
+              "--log-interval", "100", "--no-epoch-checkpoints", "--cpu", "--data-buffer-size", "0",
+              # the same optimisation for pretraining and fine-tuning
+              "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "5e-4",
+              "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "200", "--clip-norm", "1.0",
+              "--validate-interval-updates", "500", "--save-interval-updates", "500"]
 
     print("== 2/4 pretrain: MLM on en/de/fr + TLM on de-en/en-fr", flush=True)
     pretrained = os.path.join(pre_dir, "checkpoint_best.pt")
@@ -78,10 +82,7 @@ def main(argv=None):
         run(fairseq("train") + [
             data, "--task", "xlm", "--arch", args.arch, "--criterion", "xlm_lm",
             "--objectives", "mlm tlm", "--tokens-per-sample", str(args.tokens_per_sample),
-            "--batch-size", str(args.batch_size), "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
-            "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "200",
-            "--clip-norm", "1.0", "--max-update", str(args.pretrain_updates),
-            "--validate-interval-updates", "500", "--save-interval-updates", "500",
+            "--batch-size", str(args.batch_size), "--max-update", str(args.pretrain_updates),
             "--save-dir", pre_dir, "--tensorboard-logdir", os.path.join(out, "tb", "pretrain"),
         ] + common, os.path.join(out, "pretrain.log"))
         open(os.path.join(pre_dir, "done"), "w").close()
@@ -93,10 +94,7 @@ def main(argv=None):
             data, "--task", "xlm_translation", "-s", src, "-t", tgt, "--arch", "xlm_transformer",
             "--init-encoder", pretrained, "--init-decoder", pretrained,
             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-            "--max-tokens", str(args.max_tokens), "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
-            "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "200",
-            "--clip-norm", "1.0", "--max-update", str(args.finetune_updates),
-            "--validate-interval-updates", "500", "--save-interval-updates", "500",
+            "--max-tokens", str(args.max_tokens), "--max-update", str(args.finetune_updates),
             "--save-dir", mt_dir, "--tensorboard-logdir", os.path.join(out, "tb", "mt"),
         ] + common, os.path.join(out, "finetune.log"))
         open(os.path.join(mt_dir, "done"), "w").close()

@@ -106,6 +106,17 @@ class XLMTransformerModel(TransformerModel):
             model.load_pretrained(loaded[dec_path], decoder=True, embeddings=not enc_path)
         return model
 
+    def set_languages(self, source: str, target: str) -> None:
+        """Which language embedding each side adds from now on. A built model
+        translates the task's one direction; unsupervised MT (``xlm_umt``)
+        switches direction per sub-batch (auto-encoding, back-translation)
+        and fairseq's encoder/decoder calls carry no language argument."""
+        languages = self.args.xlm_languages.split(",")
+        for side, lang in ((self.encoder, source), (self.decoder, target)):
+            if lang not in languages:
+                raise ValueError(f"language {lang!r} has no language embedding (model: {self.args.xlm_languages})")
+            side.embed_tokens.lang_id = languages.index(lang)
+
     def load_pretrained(self, pre: PretrainedXLM, encoder=False, decoder=False, embeddings=True):
         mapped = map_pretrained_state(
             pre.state, self.args.encoder_layers if encoder else 0,
