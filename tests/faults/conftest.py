@@ -75,3 +75,49 @@ def probe():
     import types
 
     return types.SimpleNamespace(run=run_probe, losses=read_losses, model=model_state, env=env, repo=REPO)
+
+
+DS_PROBE = os.path.join(REPO, "tests", "faults", "ds_probe.py")
+
+
+def ds_run(data, save, nproc, config, *extra, updates=10, faults=None, expect_rc=0, timeout=300):
+    """xlm-ds-train under torchrun (gloo, CPU) -> (returncode, log)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    e = env(**(faults or {}))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        e.pop(k, None)
+    e = {k: v for k, v in e.items() if not k.startswith("SLURM_")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-addr",
+           "127.0.0.1", "--master-port", str(port), DS_PROBE, data, "--task", "xlm", "--arch", "xlm_tiny",
+           "--criterion", "xlm_lm", "--objectives", "mlm tlm", "--tokens-per-sample", "32", "--batch-size", "8",
+           "--optimizer", "adam", "--lr", "1e-3", "--max-update", str(updates), "--save-interval-updates", "4",
+           "--seed", "3", "--log-interval", "1000", "--log-format", "simple", "--disable-validation",
+           "--save-dir", str(save), "--ds-metrics-jsonl", str(save) + ".jsonl",
+           "--deepspeed-config", os.path.join(REPO, "ds_configs", config), *map(str, extra)]
+    proc = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    log = proc.stdout + proc.stderr
+    with open(str(save) + ".log", "a") as f:
+        f.write(log)
+    if expect_rc is not None:
+        assert proc.returncode == expect_rc, f"rc {proc.returncode}, expected {expect_rc}:\n{log[-4000:]}"
+    return proc.returncode, log
+
+
+@pytest.fixture(scope="session")
+def ds():
+    import types
+
+    return types.SimpleNamespace(run=ds_run, losses=read_losses)
+
+
+@pytest.fixture(scope="session")
+def ds_full(prepared_sample, tmp_path_factory):
+    """Uninterrupted xlm-ds-train reference: 2 ranks, ZeRO-2, 10 updates,
+    checkpoints at 4/8/10."""
+    out = tmp_path_factory.mktemp("ds_full")
+    ds_run(prepared_sample, out / "ckpt", 2, "zero2.json")
+    return {"dir": out / "ckpt", "losses": read_losses(str(out / "ckpt") + ".jsonl")}

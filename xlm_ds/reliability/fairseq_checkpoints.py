@@ -15,7 +15,8 @@ Three patches (applied by ``xlm_ds.patches``, idempotent):
   and leaves the earlier checkpoints as they were.
 * the ``PathManager`` that ``checkpoint_utils`` copies with: local copies
   are atomic and carry the marker.
-* ``checkpoint_utils.load_checkpoint``: with the default ``--restore-file
+* ``checkpoint_utils.load_checkpoint`` (called once, before the first
+  update): checks the free space for one checkpoint (preflight.py); with the default ``--restore-file
   checkpoint_last.pt``, the newest *complete* checkpoint of ``--save-dir``
   is resumed; each newer one that fails its checksum is named in a warning.
   An explicit ``--restore-file`` that fails its checksum is an error.
@@ -107,6 +108,11 @@ def find_resume_checkpoint(save_dir: str):
 def load_checkpoint(original):
     def patched(cfg, trainer, **passthrough_args):
         from omegaconf import open_dict
+
+        from .preflight import check_disk_space
+
+        # the first point where fairseq-train knows both the model and --save-dir
+        check_disk_space(cfg.save_dir, sum(p.numel() for p in trainer.model.parameters()), cfg.no_save)
 
         if cfg.restore_file == "checkpoint_last.pt" and not trainer.checkpoint_suffix:
             last = os.path.join(cfg.save_dir, "checkpoint_last.pt")
