@@ -85,8 +85,11 @@ def _write_marker(path: str, size: int, sha: str, meta: Optional[Dict[str, Any]]
     fsync_dir(os.path.dirname(path))
 
 
-def atomic_write(path: str, write: Callable[[Any], None], meta: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Writes ``path`` through ``write(fileobj)`` atomically, with its marker.
+def atomic_write(path: str, write: Callable[[Any], None], meta: Optional[Dict[str, Any]] = None,
+                 marker: bool = True) -> Dict[str, Any]:
+    """Writes ``path`` through ``write(fileobj)`` atomically, with its marker
+    (``marker=False``: atomic only, for files that are small and parsed,
+    such as ``latest``).
 
     On any failure (ENOSPC included) the temporary file is removed and
     ``path`` / its marker are left as they were; the error is re-raised as
@@ -108,7 +111,8 @@ def atomic_write(path: str, write: Callable[[Any], None], meta: Optional[Dict[st
             pass
         os.replace(tmp, path)
         fsync_dir(directory)
-        _write_marker(path, w.size, w.sha.hexdigest(), meta)
+        if marker:
+            _write_marker(path, w.size, w.sha.hexdigest(), meta)
     except BaseException as e:
         try:
             os.remove(tmp)

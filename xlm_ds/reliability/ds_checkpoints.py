@@ -51,8 +51,8 @@ def write_manifest(save_dir: str, tag: str, meta: Dict[str, Any]) -> str:
                     "sha256": sha256_file(os.path.join(tag_dir, name))} for name in _files(tag_dir)}
     body = json.dumps({"tag": tag, **meta, "files": files}, indent=1).encode()
     path = os.path.join(tag_dir, MANIFEST)
-    atomic_write(path, lambda f: f.write(body))
-    atomic_write(os.path.join(save_dir, "latest"), lambda f: f.write(tag.encode()))
+    atomic_write(path, lambda f: f.write(body), marker=False)
+    atomic_write(os.path.join(save_dir, "latest"), lambda f: f.write(tag.encode()), marker=False)
     fsync_dir(save_dir)
     return path
 

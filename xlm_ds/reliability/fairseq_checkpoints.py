@@ -57,10 +57,17 @@ def _meta(obj):
 
 
 def torch_persistent_save(obj, filename, async_write: bool = False):  # noqa: ARG001 - fairseq's signature
+    """Every file atomically (temp + fsync + rename); training checkpoints
+    (``checkpoint*.pt``, ``crash.pt``, the engine's ``rng_state_R.pt``) with
+    their completeness marker. Exported/imported models (``model.pt``) get
+    no marker file beside them."""
     import torch
 
-    atomic_write(filename, lambda f: torch.save(obj, f), _meta(obj))
-    remove_orphan_markers(os.path.dirname(os.path.abspath(filename)))
+    name = os.path.basename(filename)
+    marker = name.startswith(("checkpoint", "rng_state_")) or name == "crash.pt"
+    atomic_write(filename, lambda f: torch.save(obj, f), _meta(obj), marker=marker)
+    if marker:
+        remove_orphan_markers(os.path.dirname(os.path.abspath(filename)))
 
 
 def _path_manager_with_atomic_copy(path_manager):
