@@ -34,7 +34,7 @@ def test_sigkill_mid_update_resumes_exactly(prepared_sample, ds_full, ds, tmp_pa
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_incomplete_tags_are_skipped(ds_full, tmp_path, caplog):
+def test_incomplete_tags_are_skipped(ds_full, tmp_path):
     save = tmp_path / "ckpt"
     shutil.copytree(ds_full["dir"], save)
     assert ds_checkpoints.find_resume_tag(str(save)) == "checkpoint_1_10"
@@ -43,9 +43,16 @@ def test_incomplete_tags_are_skipped(ds_full, tmp_path, caplog):
         f.truncate(os.path.getsize(shard) - 100)
     os.remove(save / "checkpoint_1_8" / "complete.json")  # a save killed before every rank finished
     (save / "latest").write_text("checkpoint_1_10")
-    with caplog.at_level(logging.WARNING, logger="xlm_ds.reliability"):
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # own handler: other tests reconfigure logging (caplog misses it)
+    logger = logging.getLogger("xlm_ds.reliability")
+    logger.addHandler(handler)
+    try:
         assert ds_checkpoints.find_resume_tag(str(save)) == "checkpoint_1_4"
-    text = caplog.text
+    finally:
+        logger.removeHandler(handler)
+    text = "\n".join(r.getMessage() for r in records)
     assert f"skipping checkpoint {save / 'checkpoint_1_10'}: zero_pp_rank_1_mp_rank_00_optim_states.pt: size" in text
     assert f"skipping checkpoint {save / 'checkpoint_1_8'}: no complete.json" in text
 
