@@ -39,3 +39,21 @@ def _batch_by_size_keeping_remainder(indices, *args, **kwargs):
 if not getattr(_batch_by_size, "_xlm_ds_patched", False):
     _batch_by_size_keeping_remainder._xlm_ds_patched = True
     _data_utils.batch_by_size = _batch_by_size_keeping_remainder
+
+
+# Crash safety (docs/reliability.md), one module per fix, each idempotent:
+# * fairseq writes checkpoint_last.pt by copying in place and resumes only
+#   from it: atomic writes with a checksummed completeness marker, resume
+#   from the newest complete checkpoint (reliability/fairseq_checkpoints.py);
+# * fairseq (fp32) dies at the first NaN/inf gradient: skip and count, stop
+#   after --max-nonfinite-updates in a row (reliability/nonfinite.py);
+# * fairseq's daemon prefetch thread aborts the interpreter at exit
+#   ("terminate called without an active exception"): stopped and joined in
+#   an atexit hook (reliability/prefetch.py).
+from .reliability import fairseq_checkpoints as _fairseq_checkpoints  # noqa: E402
+from .reliability import nonfinite as _nonfinite  # noqa: E402
+from .reliability import prefetch as _prefetch  # noqa: E402
+
+_fairseq_checkpoints.apply()
+_nonfinite.apply()
+_prefetch.apply()

@@ -395,6 +395,10 @@ def run(cfg, ds, metrics_jsonl: Optional[str] = None):
             task.load_dataset(subset, combine=False, epoch=1)
     logger.info("training on %d ranks; max sentences per rank and objective = %s", world,
                 cfg.dataset.batch_size)
+    from ..reliability.preflight import check_disk_space
+
+    check_disk_space(cfg.checkpoint.save_dir, sum(p.numel() for p in trainer.model.parameters()),
+                     cfg.checkpoint.no_save)
     extra_state, epoch_itr = load_checkpoint(cfg, trainer)
     metrics_file = MetricsFile(metrics_jsonl)
     max_epoch = cfg.optimization.max_epoch or math.inf

@@ -40,6 +40,7 @@ from fairseq.logging import meters, metrics
 from fairseq.optim import FairseqOptimizer
 from omegaconf import OmegaConf
 
+from ..reliability.nonfinite import NonFiniteCounter, limit_from_cfg
 from .ds_config import ResolvedDSConfig
 
 logger = logging.getLogger("xlm_ds.engine")
@@ -236,6 +237,7 @@ class DeepSpeedTrainer:
         self._start_time = time.time()
         self._previous_training_time = 0.0
         self.last_update: Dict[str, Any] = {}
+        self.nonfinite = NonFiniteCounter(limit_from_cfg(cfg))
         self.engine = self._build_engine(model)
         self.device = self.engine.device
         self.criterion.to(self.device)
@@ -436,6 +438,12 @@ class DeepSpeedTrainer:
             logging_outputs.append(log)
             sample_size += sample_size_i
         grad_norm = self._local_grad_norm_if_needed()
+        if grad_norm is not None and not math.isfinite(grad_norm):
+            # plain torch optimizer (ZeRO-0, fp32): nothing in DeepSpeed checks
+            # the gradients, so the update is skipped here; DeepSpeed's ZeRO
+            # and fp16/bf16 optimizers skip it themselves (was_step_applied)
+            self.engine.zero_grad()
+            return self._finish_update(logging_outputs, sample_size, grad_norm, skipped=True)
         self.engine.step()
         if grad_norm is None:
             grad_norm = self.engine.get_global_grad_norm()
@@ -452,8 +460,8 @@ class DeepSpeedTrainer:
             return 0.0
         return float(torch.norm(torch.stack([torch.norm(g) for g in grads])))
 
-    def _finish_update(self, logging_outputs, sample_size, grad_norm):
-        applied = self.engine.was_step_applied()
+    def _finish_update(self, logging_outputs, sample_size, grad_norm, skipped=False):
+        applied = not skipped and self.engine.was_step_applied()
         if self.ds.precision == "fp16":
             scale = self._loss_scale()
             if scale is not None:
@@ -466,8 +474,14 @@ class DeepSpeedTrainer:
             if grad_norm is not None and not math.isfinite(float(grad_norm)):
                 raise FloatingPointError(f"gradients are Nan/Inf (norm {grad_norm})")
             logging_output = self._reduce_and_log_stats(logging_outputs, sample_size, grad_norm)
-        else:
+        elif self.ds.precision == "fp16":
             logger.info("NOTE: gradient overflow detected, ignoring gradient (loss scale %s)", self._loss_scale())
+        else:
+            # fp32/bf16 have no loss scale to lower: a skipped step means a
+            # NaN/inf loss or gradient (reliability/nonfinite.py)
+            self.nonfinite.skipped(self.get_num_updates(), f"gradient norm {grad_norm}")
+        if applied:
+            self.nonfinite.ok()
         metrics.log_stop_time("train_wall")
         return logging_output
 
@@ -555,15 +569,31 @@ class DeepSpeedTrainer:
     def save_checkpoint(self, save_dir: str, tag: str, extra_state: Dict[str, Any]) -> str:
         import torch.distributed as dist
 
-        # RNG states first: DeepSpeed writes ``latest`` at the end of its
-        # save, so a kill at any point never leaves a ``latest`` pointing at a
-        # tag without them (the resume would be complete but not bit-exact)
+        from ..reliability import ds_checkpoints
+
+        # every rank writes its files (RNG states, DeepSpeed's shards); after
+        # a barrier rank 0 writes TAG/complete.json with their checksums and
+        # only then points ``latest`` at TAG (reliability/ds_checkpoints.py):
+        # a kill at any point leaves the previous complete tag in charge
         rank = dist.get_rank() if dist.is_initialized() else 0
         os.makedirs(os.path.join(save_dir, tag), exist_ok=True)
         checkpoint_utils.torch_persistent_save(
             rng_state(), os.path.join(save_dir, tag, f"rng_state_{rank}.pt")
         )
-        self.engine.save_checkpoint(save_dir, tag=tag, client_state=self.client_state(extra_state))
+        self.engine.save_checkpoint(
+            save_dir, tag=tag, client_state=self.client_state(extra_state), save_latest=False
+        )
+        if dist.is_initialized():
+            dist.barrier()
+        if rank == 0:
+            ds_checkpoints.write_manifest(save_dir, tag, {
+                "num_updates": self.get_num_updates(),
+                "epoch": extra_state.get("train_iterator", {}).get("epoch"),
+                "world_size": self.ds.world_size,
+                "data_parallel_size": self.ds.data_parallel_size,
+                "pipeline_stages": self.ds.pipeline_stages,
+                "zero_stage": self.ds.zero_stage,
+            })
         if dist.is_initialized():
             dist.barrier()
         return os.path.join(save_dir, tag)
@@ -573,9 +603,16 @@ class DeepSpeedTrainer:
         None when ``load_dir`` holds no checkpoint."""
         import torch.distributed as dist
 
-        if tag is None and not os.path.isfile(os.path.join(load_dir, "latest")):
-            logger.info("No existing checkpoint found in %s", load_dir)
-            return None
+        from ..reliability import ds_checkpoints
+
+        if tag is None:
+            tag = ds_checkpoints.find_resume_tag(load_dir)
+            if tag is None:
+                logger.info("No existing checkpoint found in %s", load_dir)
+                return None
+        ds_checkpoints.check_world_size(
+            os.path.join(load_dir, tag), self.ds.zero_stage, self.ds.world_size, self.ds.data_parallel_size
+        )
         path, client = self.engine.load_checkpoint(
             load_dir,
             tag=tag,

@@ -67,6 +67,13 @@ class XLMTaskConfig(FairseqDataclass):
             "and optimizer (works on CPU, where fairseq's --bf16 does not)"
         },
     )
+    max_nonfinite_updates: int = field(
+        default=5,
+        metadata={
+            "help": "skip an update whose loss/gradient is NaN/inf (no optimizer step) and stop "
+            "after this many such updates in a row; 0 = stop at the first (fairseq's behaviour)"
+        },
+    )
     seed: int = II("common.seed")
 
 

@@ -1,0 +1,97 @@
+"""``fairseq-train`` with faults injected and per-update losses recorded
+(tests/faults only). Runs ``fairseq_cli.train.cli_main`` unchanged after
+wrapping a few fairseq/xlm_ds functions according to the environment:
+
+* FAULT_LOSSES=FILE         one JSON line per update: exact loss and grad norm
+* FAULT_KILL_AT_UPDATE=K    SIGKILL itself inside update K, after backward,
+                            before the optimizer step
+* FAULT_NAN_AT_BATCHES=3,4  the loss of the 3rd and 4th batch drawn is NaN
+* FAULT_ENOSPC_ON_WRITE=N   the N-th checkpoint file write fails with ENOSPC
+                            after 64 KiB
+"""
+import errno
+import json
+import os
+import signal
+import sys
+
+import xlm_ds  # noqa: F401  (the plugin; --user-dir imports the same module)
+from fairseq.trainer import Trainer
+
+from xlm_ds.reliability import atomic
+from xlm_ds.tasks.xlm_task import XLMTask
+
+LOSSES = os.environ.get("FAULT_LOSSES")
+KILL_AT = int(os.environ.get("FAULT_KILL_AT_UPDATE", "0"))
+NAN_AT = {int(u) for u in os.environ.get("FAULT_NAN_AT_BATCHES", "").split(",") if u}
+ENOSPC_ON = int(os.environ.get("FAULT_ENOSPC_ON_WRITE", "0"))
+
+if LOSSES:
+    reduce_and_log = Trainer._reduce_and_log_stats
+
+    def _reduce_and_log_stats(self, logging_outputs, sample_size, grad_norm=None):
+        if grad_norm is not None:
+            row = {"update": self.get_num_updates(),
+                   "loss": sum(float(log.get("loss", 0.0)) for log in logging_outputs),
+                   "gnorm": float(grad_norm)}
+            with open(LOSSES, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        return reduce_and_log(self, logging_outputs, sample_size, grad_norm)
+
+    Trainer._reduce_and_log_stats = _reduce_and_log_stats
+
+if KILL_AT:
+    clip = Trainer.clip_grad_norm
+
+    def clip_grad_norm(self, clip_norm):
+        if self.get_num_updates() + 1 == KILL_AT:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return clip(self, clip_norm)
+
+    Trainer.clip_grad_norm = clip_grad_norm
+
+if NAN_AT:
+    train_step = XLMTask.train_step
+    batches = {"n": 0}
+
+    def nan_train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        batches["n"] += 1
+        if batches["n"] in NAN_AT:
+            def poisoned(model, sub, _c=criterion):
+                loss, n, log = _c(model, sub)
+                return loss * float("nan"), n, log
+            criterion = poisoned
+        return train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    XLMTask.train_step = nan_train_step
+
+if ENOSPC_ON:
+    init = atomic._HashingWriter.__init__
+    count = {"files": 0}
+
+    class _FullDisk:
+        """The file object of the failing write: ENOSPC after 64 KiB."""
+
+        def __init__(self, f):
+            self._f, self._n = f, 0
+
+        def write(self, data):
+            if self._n > 64 * 1024:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._n += len(data)
+            return self._f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+    def counting_init(self, f):
+        count["files"] += 1
+        init(self, _FullDisk(f) if count["files"] == ENOSPC_ON else f)
+
+    atomic._HashingWriter.__init__ = counting_init
+
+if __name__ == "__main__":
+    from fairseq_cli.train import cli_main
+
+    sys.argv[0] = "fairseq-train"
+    sys.exit(cli_main())

@@ -1,0 +1,13 @@
+"""Crash safety of training (docs/reliability.md).
+
+* ``atomic``: checkpoint files written atomically, with a checksummed
+  completeness marker, and the newest complete one found
+* ``fairseq_checkpoints``: fairseq-train's save/resume through ``atomic``
+* ``ds_checkpoints``: the same for xlm-ds-train's DeepSpeed checkpoint
+  directories, and resuming on another number of ranks
+* ``nonfinite``: NaN/inf updates skipped and counted, stop after N in a row
+* ``prefetch``: fairseq's prefetch thread joined before interpreter exit
+* ``preflight``: start-up checks (free disk space for a checkpoint)
+
+The fairseq patches are applied by ``xlm_ds.patches``.
+"""
