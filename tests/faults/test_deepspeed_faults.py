@@ -2,6 +2,7 @@
 SIGKILL mid-update then resume, incomplete checkpoint tags, resuming on
 another number of ranks, NaN losses (ZeRO-0: the update skipped by
 xlm-ds's trainer; ZeRO 1-3 skip in DeepSpeed's optimizer)."""
+import json
 import logging
 import os
 import random
@@ -11,6 +12,8 @@ import pytest
 import torch
 
 from xlm_ds.reliability import ds_checkpoints
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _module(tag_dir):
@@ -57,13 +60,49 @@ def test_incomplete_tags_are_skipped(ds_full, tmp_path):
     assert f"skipping checkpoint {save / 'checkpoint_1_8'}: no complete.json" in text
 
 
-def test_other_number_of_ranks_is_refused_with_the_way_out(prepared_sample, ds_full, ds, tmp_path):
+def test_universal_load_equals_direct_resume(prepared_sample, ds_full, ds, tmp_path):
+    """The universal-checkpoint path loses nothing: on the same 2 ranks,
+    resuming update 4 through it (config "checkpoint": {"load_universal":
+    true}) gives the reference run's losses bit for bit."""
     save = tmp_path / "ckpt"
     shutil.copytree(ds_full["dir"], save)
-    rc, log = ds.run(prepared_sample, save, 1, "zero2.json", updates=12, expect_rc=None)
+    for tag in ("checkpoint_1_8", "checkpoint_1_10"):
+        shutil.rmtree(save / tag)
+    config = json.load(open(os.path.join(REPO, "ds_configs", "zero2.json")))
+    config["checkpoint"] = {"load_universal": True}
+    (tmp_path / "zero2_universal.json").write_text(json.dumps(config))
+    _, log = ds.run(prepared_sample, save, 2, str(tmp_path / "zero2_universal.json"))
+    assert f"Loaded checkpoint {save / 'universal' / 'checkpoint_1_4'} (epoch 1 @ 4 updates)" in log
+    got, ref = ds.losses(str(save) + ".jsonl"), ds_full["losses"]
+    for u in range(5, 11):
+        assert got[u]["loss"] == ref[u]["loss"] and got[u]["gnorm"] == ref[u]["gnorm"], u
+
+
+def test_other_number_of_ranks_resumes_through_universal(prepared_sample, ds_full, ds, tmp_path):
+    save = tmp_path / "ckpt"
+    shutil.copytree(ds_full["dir"], save)
+    _, log = ds.run(prepared_sample, save, 1, "zero2.json", updates=12)
+    assert (f"{save / 'checkpoint_1_10'} was written by 2 data-parallel ranks (ZeRO stage 2), resuming on 1: "
+            "loading it through a DeepSpeed universal checkpoint") in log
+    assert f"Loaded checkpoint {save / 'universal' / 'checkpoint_1_10'} (epoch 1 @ 10 updates)" in log
+    rows = ds.losses(str(save) + ".jsonl")
+    assert [u for u in rows if u > 10] == [11, 12]
+    assert all(rows[u]["loss"] == rows[u]["loss"] for u in (11, 12))  # finite
+    # the 1-rank checkpoint holds every Adam moment, 12 steps each
+    opt = torch.load(save / "checkpoint_1_12" / "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                     map_location="cpu", weights_only=False)["optimizer_state_dict"]["base_optimizer_state"]
+    steps = {int(s["step"]) for s in opt["state"].values()} if "state" in opt else {
+        int(s["step"]) for group in opt for s in group.values() if isinstance(s, dict) and "step" in s}
+    assert steps == {12}, steps
+
+
+def test_other_layout_is_refused_with_the_way_out(prepared_sample, ds_full, ds, tmp_path):
+    save = tmp_path / "ckpt"
+    shutil.copytree(ds_full["dir"], save)
+    rc, log = ds.run(prepared_sample, save, 1, "zero1.json", updates=12, expect_rc=None)
     assert rc != 0 and "exitcode  : 2" in log, log[-3000:]  # xlm-ds-train exit 2 (torchrun reports 1)
-    assert (f"xlm-ds-train: error: {save / 'checkpoint_1_10'}: written by 2 ranks (2 data-parallel, ZeRO stage 2), "
-            "this run has 1 (1 data-parallel, ZeRO stage 2)") in log
+    assert (f"xlm-ds-train: error: {save / 'checkpoint_1_10'}: written by 2 ranks (2 data-parallel, ZeRO stage 2, "
+            "1 pipeline stages), this run has 1 (1 data-parallel, ZeRO stage 1, 1 pipeline stages)") in log
     assert f"xlm-ds-export {save} --tag checkpoint_1_10 --out checkpoint_1_10.pt" in log
 
 

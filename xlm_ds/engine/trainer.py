@@ -610,9 +610,15 @@ class DeepSpeedTrainer:
             if tag is None:
                 logger.info("No existing checkpoint found in %s", load_dir)
                 return None
-        ds_checkpoints.check_world_size(
-            os.path.join(load_dir, tag), self.ds.zero_stage, self.ds.world_size, self.ds.data_parallel_size
-        )
+        # through a universal checkpoint when the ZeRO partitioning changed, or
+        # when the config asks for it ("checkpoint": {"load_universal": true})
+        if ds_checkpoints.needs_repartition(
+            os.path.join(load_dir, tag), self.ds.zero_stage, self.ds.world_size, self.ds.data_parallel_size,
+            self.ds.pipeline_stages,
+        ) or self.engine.load_universal_checkpoint():
+            load_dir = ds_checkpoints.universal_checkpoint(load_dir, tag)
+            # DeepSpeed reads this switch at load time (``checkpoint.load_universal`` in a config)
+            self.engine._config.load_universal_checkpoint = True
         path, client = self.engine.load_checkpoint(
             load_dir,
             tag=tag,

@@ -12,10 +12,14 @@ whose manifest verifies is loaded, whatever ``latest`` says; each newer
 tag that does not verify is named in a warning.
 
 A ZeRO stage 1-3 checkpoint is partitioned by data-parallel rank; DeepSpeed
-cannot load it onto another number of ranks ("Automatic adjustment of
-ZeRO's optimizer state partitioning ... not supported"). That case is
-detected from the manifest before DeepSpeed is asked, with a message that
-gives the way out (see :func:`check_world_size`).
+cannot load it as such onto another number of ranks ("Automatic adjustment
+of ZeRO's optimizer state partitioning ... not supported"). That case is
+detected from the manifest before DeepSpeed is asked and the tag is
+converted once, by DeepSpeed's own ``ds_to_universal``, into a universal
+checkpoint (``SAVE_DIR/universal/TAG``: one unpartitioned fp32 file per
+parameter and optimizer moment) that DeepSpeed repartitions on load (see
+:func:`needs_repartition`, :func:`universal_checkpoint`). Pipeline-parallel
+checkpoints are refused with the way out.
 """
 import json
 import logging
@@ -121,28 +125,70 @@ def find_resume_tag(save_dir: str) -> Optional[str]:
     return None
 
 
-def check_world_size(tag_dir: str, zero_stage: int, world_size: int, data_parallel_size: int) -> None:
-    """Refuses, with the way out, a ZeRO-partitioned checkpoint written by
-    another number of data-parallel ranks."""
+def needs_repartition(tag_dir: str, zero_stage: int, world_size: int, data_parallel_size: int,
+                      pipeline_stages: int = 1) -> bool:
+    """True when the tag's ZeRO partitioning does not fit this run (it must
+    then be loaded through a universal checkpoint); refuses, with the way
+    out, what DeepSpeed cannot repartition here."""
     manifest = read_manifest(tag_dir)
     if manifest is None:
-        return
+        return False
     saved_dp = int(manifest.get("data_parallel_size", data_parallel_size))
     saved_stage = int(manifest.get("zero_stage", zero_stage))
     if saved_dp == data_parallel_size:
-        return
+        return False
     if saved_stage == 0 and zero_stage == 0:
         logger.warning(
             "%s was written by %d data-parallel ranks, resuming on %d: weights and optimizer state are "
             "complete (ZeRO-0 does not partition them); the data iterator restarts its position per shard",
             tag_dir, saved_dp, data_parallel_size)
-        return
+        return False
+    saved_pp = int(manifest.get("pipeline_stages", 1) or 1)
+    if saved_pp == 1 and pipeline_stages == 1 and saved_stage == zero_stage:
+        logger.warning(
+            "%s was written by %d data-parallel ranks (ZeRO stage %d), resuming on %d: loading it through a "
+            "DeepSpeed universal checkpoint (weights, optimizer moments, lr schedule and update count carry "
+            "over; the data order is that of the new sharding, so losses are not those of the original run)",
+            tag_dir, saved_dp, saved_stage, data_parallel_size)
+        return True
     save_dir, tag = os.path.split(os.path.abspath(tag_dir))
     raise ResumeError(
         f"{tag_dir}: written by {manifest.get('world_size')} ranks ({saved_dp} data-parallel, ZeRO stage "
-        f"{saved_stage}), this run has {world_size} ({data_parallel_size} data-parallel, ZeRO stage {zero_stage}). "
-        "ZeRO partitions the optimizer state by data-parallel rank and DeepSpeed cannot repartition it here. "
-        f"Either resume on {saved_dp} data-parallel ranks, or consolidate and continue with fresh optimizer "
-        f"state: xlm-ds-export {save_dir} --tag {tag} --out {tag}.pt, then start a new --save-dir with "
-        f"--finetune-from-model {tag}.pt"
+        f"{saved_stage}, {saved_pp} pipeline stages), this run has {world_size} ({data_parallel_size} "
+        f"data-parallel, ZeRO stage {zero_stage}, {pipeline_stages} pipeline stages). A universal checkpoint "
+        "repartitions ZeRO state across data-parallel ranks at the same ZeRO stage without pipeline "
+        f"parallelism only. Either resume with the original layout, or consolidate and continue with fresh "
+        f"optimizer state: xlm-ds-export {save_dir} --tag {tag} --out {tag}.pt, then start a new --save-dir "
+        f"with --finetune-from-model {tag}.pt"
     )
+
+
+def universal_checkpoint(save_dir: str, tag: str) -> str:
+    """Converts ``SAVE_DIR/TAG`` with DeepSpeed's ``ds_to_universal`` (rank 0,
+    once; others wait) and returns the directory to load tag ``TAG`` from.
+    The conversion goes to a temporary directory renamed into place, so a
+    crash mid-conversion leaves nothing that looks converted."""
+    import shutil
+    from argparse import Namespace
+
+    import torch.distributed as dist
+
+    out_root = os.path.join(save_dir, "universal")
+    target = os.path.join(out_root, tag)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0 and not os.path.isfile(os.path.join(target, "mp_rank_00_model_states.pt")):
+        from deepspeed.checkpoint import ds_to_universal
+
+        tmp = target + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(out_root, exist_ok=True)
+        ds_to_universal.main(Namespace(
+            input_folder=os.path.join(save_dir, tag), output_folder=tmp, num_extract_workers=1,
+            num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True,
+        ))
+        os.replace(tmp, target)
+        fsync_dir(out_root)
+        logger.info("converted %s to the universal checkpoint %s", os.path.join(save_dir, tag), target)
+    if dist.is_initialized():
+        dist.barrier()
+    return out_root
