@@ -554,3 +554,63 @@ def report(name: str, script: str, args, out: str, title: str, ylabel: str, colu
                plot_columns or columns, rows)
     print(f"wrote {json_path}" + (f" and {png}" if png else ""))
     return result
+
+
+# --------------------------------------------------------------------------
+# set-ups shared by several experiments (2, 4, 5)
+
+XL_LANGS = ("de", "en", "fr")
+XL_PAIRS = ("de-en", "en-fr")
+
+
+def multilingual_data(steps: Steps, out: str, cfg: dict) -> str:
+    """en/de/fr: monolingual = disjoint thirds of Multi30k train + WMT news
+    2008-2013 (each language from other rows, so MLM never sees a sentence
+    and its translation), parallel de-en and en-fr = all rows; valid =
+    Multi30k val. FLORES and XNLI (the evaluation sets) are not used."""
+    corpus = Corpus(os.path.join(out, "text"))
+    mono = {"train": {}, "valid": {}}
+    for i, lang in enumerate(XL_LANGS):
+        x = "de" if lang == "en" else lang
+        srcs = [multi30k("train", lang)] + [wmt(f"{x}-en", t, lang) for t in WMT_4WAY]
+        mono["train"][lang] = corpus.mono(f"mono.train.{lang}", srcs, cfg["mono_limit"], (i, len(XL_LANGS)))
+        mono["valid"][lang] = corpus.mono(f"mono.valid.{lang}", [multi30k("val", lang)], cfg["valid_limit"])
+    para = {"train": {}, "valid": {}}
+    for pair in XL_PAIRS:
+        para["train"][pair] = corpus.para(f"para.train.{pair}", pair, para_sources(pair), cfg["para_limit"])
+        para["valid"][pair] = corpus.para(f"para.valid.{pair}", pair, para_sources(pair, ("val",), ()),
+                                          cfg["valid_limit"])
+    return prepare(steps, os.path.join(out, "data"), mono, para, cfg["vocab_size"])
+
+
+def retrieval_columns(cfg: dict) -> List[str]:
+    return [f"L{layer} {x}" for layer in cfg["retrieval_layers"]
+            for p in ("de", "fr") for x in (f"{p}→en", f"en→{p}")]
+
+
+def eval_retrieval(steps: Steps, ckpt: str, run: str, cfg: dict, row: Dict[str, list]) -> None:
+    """P@1 (%) both ways on FLORES-200 devtest de-en and fr-en (never
+    trained on), at each layer of cfg['retrieval_layers']; appended to row."""
+    for layer in cfg["retrieval_layers"]:
+        for lang in ("de", "fr"):
+            r = retrieval(steps, ckpt, (lang, flores(lang)), ("en", flores("en")),
+                          os.path.join(run, f"retrieval.{lang}-en.L{layer}.json"), layer, cfg["retrieval_max"])
+            row.setdefault(f"L{layer} {lang}→en", []).append(100 * r["p_at_1_src2tgt"])
+            row.setdefault(f"L{layer} en→{lang}", []).append(100 * r["p_at_1_tgt2src"])
+
+
+XNLI_COLUMNS = ["XNLI en", "XNLI de (0-shot)", "XNLI fr (0-shot)"]
+
+
+def eval_xnli(steps: Steps, ckpt: str, run: str, cfg: dict, seed: int, row: Dict[str, list], out: str) -> None:
+    """xlm-ds-classify: fine-tuned on the first cfg['xnli_train'] rows of
+    XNLI dev en, accuracy (%) on the remaining rows in en, de, fr (the
+    labelled XNLI dev is the only labelled NLI data available)."""
+    corpus = Corpus(os.path.join(out, "text"))
+    n, m = cfg["xnli_train"], cfg["xnli_train"] + cfg["xnli_eval"]
+    train_set = corpus.tsv("xnli.train.en.tsv", xnli_dev("en"), 0, n)
+    evals = [(lang, corpus.tsv(f"xnli.eval.{lang}.tsv", xnli_dev(lang), n, m)) for lang in XL_LANGS]
+    r = classify(steps, ckpt, ("en", train_set), evals, os.path.join(run, "xnli.json"), seed, cfg["xnli_epochs"],
+                 cfg["xnli_lr"])
+    for col, lang in zip(XNLI_COLUMNS, ("en", "de", "fr")):
+        row.setdefault(col, []).append(100 * r["accuracy"][lang])
