@@ -409,11 +409,13 @@ def classify(steps: Steps, ckpt: str, train_set: Tuple[str, str], evals: Sequenc
     return steps.run(result, cmd, parse=last_json_line)
 
 
-def validate_ppl(steps: Steps, ckpt: str, subset: str, result: str, batch_size: int = 16) -> dict:
-    """fairseq-validate on a split of the checkpoint's own data directory and
-    task (objectives as trained; keys absent from the split are skipped).
-    Returns the JSON line fairseq logs for that subset (losses in bits)."""
-    cmd = module("fairseq_cli.validate") + ["--user-dir", USER_DIR, "--path", ckpt, "--valid-subset", subset,
+def validate_ppl(steps: Steps, data: str, ckpt: str, subset: str, result: str, batch_size: int = 16) -> dict:
+    """fairseq-validate on a split of the data directory with the
+    checkpoint's own task configuration (objectives as trained; keys absent
+    from the split are skipped). Returns the JSON line fairseq logs for that
+    subset (losses in bits; keys prefixed by the subset name)."""
+    cmd = module("fairseq_cli.validate") + [data, "--task", "xlm", "--user-dir", USER_DIR, "--path", ckpt,
+                                            "--valid-subset", subset,
                                             "--batch-size", str(batch_size), "--cpu", "--log-format", "json",
                                             "--data-buffer-size", "0", "--num-workers", "0"]
 
