@@ -99,7 +99,8 @@ class StepFailed(RuntimeError):
 
 class Steps:
     """Runs commands once. ``run(result_path, cmd, parse)``: if result_path
-    exists its JSON is returned; otherwise cmd runs with its output in
+    exists its JSON is returned (an error if it was made by another
+    command: results of a changed configuration are never mixed); otherwise cmd runs with its output in
     ``result_path[:-5] + '.log'``, ``parse(output_text)`` turns the output
     into a dict, and that dict (plus the command and wall time) is written
     atomically to result_path. A failed command raises StepFailed with the
@@ -123,8 +124,13 @@ class Steps:
 
     def run(self, result_path: str, cmd: List[str], parse: Optional[Callable[[str], dict]] = None) -> dict:
         if os.path.exists(result_path):
+            done = read_json(result_path)
+            if done.get("command", cmd) != cmd:
+                raise StepFailed(f"{result_path} was made by a different command (changed preset or --set?); "
+                                 f"use another --out or delete it.\n  was: {' '.join(done['command'])}\n  now: "
+                                 f"{' '.join(cmd)}")
             self.skipped += 1
-            return read_json(result_path)
+            return done
         os.makedirs(os.path.dirname(os.path.abspath(result_path)), exist_ok=True)
         log_path = result_path[:-5] + ".log" if result_path.endswith(".json") else result_path + ".log"
         if self.verbose:
