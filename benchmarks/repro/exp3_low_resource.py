@@ -26,7 +26,7 @@ PRESETS = {
     "smoke": dict(arch="xlm_tiny", vocab_size=1000, ro_limit=300, helper_limit=600, eval_limit=100,
                   tokens_per_sample=64, batch_size=8, pretrain_updates=40, related="fr", unrelated="de", seeds="1"),
     "default": dict(arch="xlm_mini", vocab_size=8000, ro_limit=5000, helper_limit=40000, eval_limit=1000,
-                    tokens_per_sample=128, batch_size=16, pretrain_updates=1000, related="fr", unrelated="de",
+                    tokens_per_sample=128, batch_size=16, pretrain_updates=500, related="fr", unrelated="de",
                     seeds="1,2,3"),
 }
 
