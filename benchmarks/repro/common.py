@@ -206,7 +206,9 @@ def para_sources(pair: str, splits: Iterable[str] = ("train",), news: Iterable[s
 class Corpus:
     """Text files assembled into ``cache`` (stripped, empty lines and pairs
     with an empty side dropped, capped, written atomically, reused if
-    present)."""
+    present). File names carry the selection (limit, slice, rows), so a
+    changed preset makes new files (and so a different prepare command,
+    which the step runner refuses to mix with old results)."""
 
     def __init__(self, cache: str):
         self.cache = cache
@@ -219,7 +221,7 @@ class Corpus:
         """Lines of ``sources`` concatenated; ``part=(i, k)`` keeps the i-th
         of k contiguous slices (disjoint monolingual data for each language
         of a multi-way parallel corpus), then the first ``limit``."""
-        path = self._path(name)
+        path = self._path(f"{name}.{limit or 'all'}.{part[0]}of{part[1]}")
         if not os.path.exists(path):
             lines = []
             for src in sources:
@@ -235,7 +237,8 @@ class Corpus:
     def para(self, name: str, pair: str, sources: Sequence[Tuple[str, str]], limit: int = 0,
              skip: int = 0) -> Tuple[str, str]:
         a, b = pair.split("-")
-        pa, pb = self._path(f"{name}.{a}"), self._path(f"{name}.{b}")
+        tag = f"{limit or 'all'}.{skip}"
+        pa, pb = self._path(f"{name}.{tag}.{a}"), self._path(f"{name}.{tag}.{b}")
         if not (os.path.exists(pa) and os.path.exists(pb)):
             rows = []
             for fa, fb in sources:
@@ -252,7 +255,7 @@ class Corpus:
 
     def tsv(self, name: str, source: str, start: int, stop: int) -> str:
         """Rows [start, stop) of an XNLI tsv."""
-        path = self._path(name)
+        path = self._path(f"{name}.{start}-{stop}.tsv")
         if not os.path.exists(path):
             rows = [r for r in read_lines(source) if r][start:stop]
             atomic_write(path, "\n".join(rows) + "\n")
@@ -476,6 +479,8 @@ def command_line(script: str, args: argparse.Namespace) -> str:
     if args.seeds:
         parts.append(f"--seeds {args.seeds}")
     parts += [f"--set {s}" for s in args.set]
+    if args.out:
+        parts.append(f"--out {args.out}")
     return " ".join(parts)
 
 
@@ -616,8 +621,8 @@ def eval_xnli(steps: Steps, ckpt: str, run: str, cfg: dict, seed: int, row: Dict
     labelled XNLI dev is the only labelled NLI data available)."""
     corpus = Corpus(os.path.join(out, "text"))
     n, m = cfg["xnli_train"], cfg["xnli_train"] + cfg["xnli_eval"]
-    train_set = corpus.tsv("xnli.train.en.tsv", xnli_dev("en"), 0, n)
-    evals = [(lang, corpus.tsv(f"xnli.eval.{lang}.tsv", xnli_dev(lang), n, m)) for lang in XL_LANGS]
+    train_set = corpus.tsv("xnli.en", xnli_dev("en"), 0, n)
+    evals = [(lang, corpus.tsv(f"xnli.{lang}", xnli_dev(lang), n, m)) for lang in XL_LANGS]
     r = classify(steps, ckpt, ("en", train_set), evals, os.path.join(run, "xnli.json"), seed, cfg["xnli_epochs"],
                  cfg["xnli_lr"])
     for col, lang in zip(XNLI_COLUMNS, ("en", "de", "fr")):

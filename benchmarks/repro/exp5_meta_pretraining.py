@@ -24,7 +24,7 @@ PRESETS = {
     "smoke": dict(arch="xlm_tiny", vocab_size=1000, mono_limit=400, para_limit=400, valid_limit=100,
                   tokens_per_sample=64, batch_size=8, pretrain_updates=40, meta_fraction=0.5,
                   retrieval_layers=[1, 2], retrieval_max=100, seeds="1",
-                  **dict(EVAL, xnli_train=200, xnli_eval=100, xnli_epochs=1)),
+                  **dict(EVAL, xnli_train=198, xnli_eval=102, xnli_epochs=1)),
     "default": dict(arch="xlm_mini", vocab_size=8000, mono_limit=0, para_limit=0, valid_limit=1000,
                     tokens_per_sample=128, batch_size=16, pretrain_updates=1200, meta_fraction=0.5,
                     retrieval_layers=[2, 4], retrieval_max=0, seeds="1,2,3", **EVAL),
