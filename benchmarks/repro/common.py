@@ -187,6 +187,15 @@ def ro_sts(split: str, lang: str) -> str:
     return shared("ro_sts_parallel", f"RO-STS.{split}.{lang}")
 
 
+def tatoeba(lang: str, other: str = "en") -> Tuple[str, str]:
+    """tatoeba_challenge_test files (lang side, other side); the pair folder
+    is named in alphabetical ISO-639-3 order."""
+    x, y = ISO3[lang], ISO3[other]
+    folder = "-".join(sorted([x, y]))
+    f = f"tatoeba-test-v2021-08-07.filtered"
+    return shared("tatoeba_challenge_test", folder, f"{f}.{x}"), shared("tatoeba_challenge_test", folder, f"{f}.{y}")
+
+
 def xnli_dev(lang: str) -> str:
     return shared("xnli", f"dev-{lang}.tsv.gz")
 
@@ -235,9 +244,11 @@ class Corpus:
         return path
 
     def para(self, name: str, pair: str, sources: Sequence[Tuple[str, str]], limit: int = 0,
-             skip: int = 0) -> Tuple[str, str]:
+             unique: bool = False) -> Tuple[str, str]:
+        """``unique``: keep only pairs whose two sides each occur once (a
+        retrieval test set must have one gold answer per query)."""
         a, b = pair.split("-")
-        tag = f"{limit or 'all'}.{skip}"
+        tag = f"{limit or 'all'}{'.uniq' if unique else ''}"
         pa, pb = self._path(f"{name}.{tag}.{a}"), self._path(f"{name}.{tag}.{b}")
         if not (os.path.exists(pa) and os.path.exists(pb)):
             rows = []
@@ -246,7 +257,11 @@ class Corpus:
                 if len(la) != len(lb):
                     sys.exit(f"{fa} and {fb} are not parallel ({len(la)} vs {len(lb)} lines)")
                 rows += [(x, y) for x, y in zip(la, lb) if x and y]
-            rows = rows[skip:]
+            if unique:
+                from collections import Counter
+
+                ca, cb = Counter(r[0] for r in rows), Counter(r[1] for r in rows)
+                rows = [r for r in rows if ca[r[0]] == 1 and cb[r[1]] == 1]
             if limit:
                 rows = rows[:limit]
             atomic_write(pa, "\n".join(r[0] for r in rows) + "\n")
@@ -503,41 +518,49 @@ def summarise(rows: Dict[str, Dict[str, Sequence[float]]]) -> Dict[str, Dict[str
     return out
 
 
-def plot(path: str, title: str, ylabel: str, columns: Sequence[str], rows: Dict[str, Dict[str, Sequence[float]]],
-         note: str = "") -> Optional[str]:
-    """Grouped bar chart, mean ± std over seeds, every seed as a dot.
-    Needs matplotlib (the ``repro`` extra); skipped with a message if absent."""
+def plot(path: str, title: str, ylabel: str, groups: Dict[str, Sequence[str]],
+         rows: Dict[str, Dict[str, Sequence[float]]]) -> Optional[str]:
+    """One panel per group: bars = mean ± std over seeds per condition and
+    column, every seed a dot. Needs matplotlib (the ``repro`` extra);
+    skipped with a message if absent."""
     try:
         import logging
 
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)  # the root logger may be at DEBUG
         import matplotlib
 
-        logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import may have set DEBUG
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[repro]'): no plot", file=sys.stderr)
         return None
     conds = list(rows)
-    width = 0.8 / max(1, len(columns))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(conds) * max(1, len(columns)) ** 0.5 + 2), 3.8))
-    for j, col in enumerate(columns):
-        xs, means, stds = [], [], []
-        for i, cond in enumerate(conds):
-            vals = rows[cond].get(col, [])
-            m, s, n = mean_std(vals)
-            x = i + (j - (len(columns) - 1) / 2) * width
-            xs.append(x)
-            means.append(m if n else 0.0)
-            stds.append(s if n else 0.0)
-            ax.scatter([x] * len(vals), vals, s=10, color="black", zorder=3)
-        ax.bar(xs, means, width * 0.9, yerr=stds, capsize=3, label=col)
-    ax.set_xticks(range(len(conds)))
-    ax.set_xticklabels(conds, rotation=15, ha="right", fontsize=8)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=9)
-    if len(columns) > 1:
-        ax.legend(fontsize=7)
+    ncols = 1 if len(groups) == 1 else 2
+    nrows = (len(groups) + ncols - 1) // ncols
+    width_in = max(5.0, 0.9 * len(conds) * max(len(c) for c in groups.values()) ** 0.5 + 2)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width_in * ncols, 3.6 * nrows), squeeze=False)
+    for ax, (gname, columns) in zip(axes.flat, groups.items()):
+        width = 0.8 / max(1, len(columns))
+        for j, col in enumerate(columns):
+            xs, means, stds = [], [], []
+            for i, cond in enumerate(conds):
+                vals = rows[cond].get(col, [])
+                m, sd, n = mean_std(vals)
+                x = i + (j - (len(columns) - 1) / 2) * width
+                xs.append(x)
+                means.append(m if n else 0.0)
+                stds.append(sd if n else 0.0)
+                ax.scatter([x] * len(vals), vals, s=8, color="black", zorder=3)
+            ax.bar(xs, means, width * 0.9, yerr=stds, capsize=3, label=col)
+        ax.set_xticks(range(len(conds)))
+        ax.set_xticklabels(conds, rotation=15, ha="right", fontsize=7)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title(gname, fontsize=9)
+        if len(columns) > 1:
+            ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     tmp = path + f".tmp-{os.getpid()}.png"
     fig.savefig(tmp, dpi=110)
@@ -546,15 +569,18 @@ def plot(path: str, title: str, ylabel: str, columns: Sequence[str], rows: Dict[
     return path
 
 
-def report(name: str, script: str, args, out: str, title: str, ylabel: str, columns: Sequence[str],
+def report(name: str, script: str, args, out: str, title: str, ylabel: str, groups: Dict[str, Sequence[str]],
            rows: Dict[str, Dict[str, Sequence[float]]], extra: Optional[dict] = None, digits: int = 2,
-           plot_columns: Optional[Sequence[str]] = None, t0: Optional[float] = None, steps: Optional[Steps] = None) -> dict:
-    """Prints the table, writes OUT/NAME.json and OUT/NAME.png."""
+           t0: Optional[float] = None, steps: Optional[Steps] = None) -> dict:
+    """Prints one table per group (title -> columns), writes OUT/NAME.json
+    (config, seeds, per-seed values, mean/std/n, the tables, the command) and
+    OUT/NAME.png (one panel per group)."""
     cmd = command_line(script, args)
-    text = table(f"{title} ({args.preset} preset)", columns, rows, digits)
+    text = "\n\n".join(table(f"{title}: {g} ({args.preset} preset)", cols, rows, digits) for g, cols in groups.items())
     print("\n" + text + f"\n\nregenerate: {cmd}")
     result = {"experiment": name, "preset": args.preset, "config": args.cfg, "seeds": args.seed_list,
-              "command": cmd, "columns": list(columns), "results": summarise(rows), "table_markdown": text}
+              "command": cmd, "groups": {g: list(c) for g, c in groups.items()}, "results": summarise(rows),
+              "table_markdown": text}
     if extra:
         result.update(extra)
     if t0 is not None:
@@ -563,8 +589,8 @@ def report(name: str, script: str, args, out: str, title: str, ylabel: str, colu
         result["steps_run"], result["steps_skipped"] = steps.ran, steps.skipped
     json_path = os.path.join(out, f"{name}.json")
     write_json(json_path, result)
-    png = plot(os.path.join(out, f"{name}.png"), f"{title} ({args.preset}, seeds {args.seed_list})", ylabel,
-               plot_columns or columns, rows)
+    png = plot(os.path.join(out, f"{name}.png"), f"{title} ({args.preset} preset, seeds {args.seed_list})", ylabel,
+               groups, rows)
     print(f"wrote {json_path}" + (f" and {png}" if png else ""))
     return result
 
@@ -596,23 +622,42 @@ def multilingual_data(steps: Steps, out: str, cfg: dict) -> str:
     return prepare(steps, os.path.join(out, "data"), mono, para, cfg["vocab_size"])
 
 
-def retrieval_columns(cfg: dict) -> List[str]:
-    return [f"L{layer} {x}" for layer in cfg["retrieval_layers"]
-            for p in ("de", "fr") for x in (f"{p}→en", f"en→{p}")]
+RETRIEVAL_SETS = ("FLORES", "Tatoeba")
 
 
-def eval_retrieval(steps: Steps, ckpt: str, run: str, cfg: dict, row: Dict[str, list]) -> None:
-    """P@1 (%) both ways on FLORES-200 devtest de-en and fr-en (never
-    trained on), at each layer of cfg['retrieval_layers']; appended to row."""
-    for layer in cfg["retrieval_layers"]:
-        for lang in ("de", "fr"):
-            r = retrieval(steps, ckpt, (lang, flores(lang)), ("en", flores("en")),
-                          os.path.join(run, f"retrieval.{lang}-en.L{layer}.json"), layer, cfg["retrieval_max"])
-            row.setdefault(f"L{layer} {lang}→en", []).append(100 * r["p_at_1_src2tgt"])
-            row.setdefault(f"L{layer} en→{lang}", []).append(100 * r["p_at_1_tgt2src"])
+def retrieval_groups(cfg: dict) -> Dict[str, List[str]]:
+    """Table/plot groups of the retrieval columns: one per test set and layer."""
+    return {f"{name} layer {layer}": [f"{name} L{layer} {x}" for p in ("de", "fr") for x in (f"{p}→en", f"en→{p}")]
+            for name in RETRIEVAL_SETS for layer in cfg["retrieval_layers"]}
+
+
+def retrieval_test_sets(cfg: dict, out: str) -> Dict[Tuple[str, str], Tuple[str, str]]:
+    """(set, lang) -> (lang file, en file): FLORES-200 devtest (1,012
+    multi-way pairs, Wikipedia) and Tatoeba-Challenge test (short everyday
+    sentences; only pairs whose sides are unique, first ``retrieval_max`` or
+    1,000). Neither is in any training set of these scripts."""
+    corpus = Corpus(os.path.join(out, "text"))
+    n = cfg["retrieval_max"] or 1000
+    sets = {}
+    for lang in ("de", "fr"):
+        sets[("FLORES", lang)] = (flores(lang), flores("en"))
+        sets[("Tatoeba", lang)] = corpus.para(f"tatoeba.{lang}-en", f"{lang}-en", [tatoeba(lang)], n, unique=True)
+    return sets
+
+
+def eval_retrieval(steps: Steps, ckpt: str, run: str, cfg: dict, row: Dict[str, list], out: str) -> None:
+    """xlm-ds-retrieval P@1 (%) both ways, de-en and fr-en, on each test set
+    at each layer of cfg['retrieval_layers']; appended to row."""
+    for (name, lang), (fx, fen) in retrieval_test_sets(cfg, out).items():
+        for layer in cfg["retrieval_layers"]:
+            r = retrieval(steps, ckpt, (lang, fx), ("en", fen),
+                          os.path.join(run, f"retrieval.{name}.{lang}-en.L{layer}.json"), layer, cfg["retrieval_max"])
+            row.setdefault(f"{name} L{layer} {lang}→en", []).append(100 * r["p_at_1_src2tgt"])
+            row.setdefault(f"{name} L{layer} en→{lang}", []).append(100 * r["p_at_1_tgt2src"])
 
 
 XNLI_COLUMNS = ["XNLI en", "XNLI de (0-shot)", "XNLI fr (0-shot)"]
+XNLI_GROUP = {"XNLI accuracy (fine-tuned on en)": XNLI_COLUMNS}
 
 
 def eval_xnli(steps: Steps, ckpt: str, run: str, cfg: dict, seed: int, row: Dict[str, list], out: str) -> None:

@@ -24,7 +24,7 @@ PRESETS = {
                   batch_size=8, max_tokens=800, pretrain_updates=30, finetune_updates=30, seeds="1",
                   pretrain_per_seed=0, beam=2),
     "default": dict(arch="xlm_mini", vocab_size=8000, train_limit=0, test_limit=0, tokens_per_sample=128,
-                    batch_size=16, max_tokens=2500, pretrain_updates=600, finetune_updates=250, seeds="1,2,3",
+                    batch_size=16, max_tokens=2500, pretrain_updates=600, finetune_updates=200, seeds="1,2,3",
                     pretrain_per_seed=0, beam=4),
 }
 PRETRAIN = {"CLM": "clm:de,en", "MLM": "mlm:de,en", "MLM+TLM": "mlm:de,en tlm:de-en"}
@@ -64,7 +64,7 @@ def main(argv=None):
             print(f"  {name} seed {seed}: BLEU {score['bleu']} chrF {score['chrf']}", flush=True)
     C.report("exp1_mt_init", "exp1_mt_init.py", args, out,
              f"{SRC}->{TGT} Multi30k test_2016 sacreBLEU by initialisation", "sacreBLEU / chrF",
-             ["BLEU", "chrF"], rows, t0=t0, steps=steps,
+             {"sacreBLEU and chrF": ["BLEU", "chrF"]}, rows, t0=t0, steps=steps,
              extra={"pretraining_seeds": "per seed" if cfg["pretrain_per_seed"] else [1],
                     "test_sentences": sum(1 for _ in open(ref, encoding="utf-8"))})
     return 0

@@ -61,8 +61,9 @@ def main(argv=None):
                 r = C.validate_ppl(steps, data, ckpt, subset, os.path.join(run, f"ppl.{subset}.json"))
                 rows[name][f"{subset} ppl (ro)"].append(float(r[f"{subset}_clm_ro_ppl"]))
     C.report("exp3_low_resource", "exp3_low_resource.py", args, out,
-             "Romanian causal-LM perplexity (lower is better)", "perplexity", ["test ppl (ro)", "valid ppl (ro)"],
-             rows, t0=t0, steps=steps, plot_columns=["test ppl (ro)"],
+             "Romanian causal-LM perplexity (lower is better)", "perplexity",
+             {"RO-STS test": ["test ppl (ro)"], "RO-STS dev (checkpoint selection)": ["valid ppl (ro)"]},
+             rows, t0=t0, steps=steps,
              extra={"ro_train_sentences": cfg["ro_limit"], "helper_train_sentences": cfg["helper_limit"]})
     return 0
 
