@@ -22,7 +22,7 @@ import common as C  # noqa: E402
 PRESETS = {
     "smoke": dict(arch="xlm_tiny", vocab_size=1000, mono_limit=400, para_limit=400, valid_limit=100,
                   tokens_per_sample=64, batch_size=8, pretrain_updates=30, align_updates=20, align_queue=64,
-                  retrieval_layers=[1, 2], retrieval_max=100, seeds="1"),
+                  retrieval_layers=[2], retrieval_max=100, seeds="1"),
     "default": dict(arch="xlm_mini", vocab_size=8000, mono_limit=0, para_limit=0, valid_limit=1000,
                     tokens_per_sample=128, batch_size=16, pretrain_updates=1000, align_updates=300,
                     align_queue=1024, retrieval_layers=[2, 4], retrieval_max=0, seeds="1,2,3"),
