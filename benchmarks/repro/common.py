@@ -370,12 +370,24 @@ def random_checkpoint(steps: Steps, data: str, save_dir: str, seed: int, objecti
     return os.path.join(save_dir, "checkpoint_last.pt")
 
 
+def xlm_architectures() -> dict:
+    """``ARCHITECTURES`` of xlm_ds/models/architectures.py, read without
+    importing it (importing fairseq takes seconds and sets the root logger
+    to DEBUG)."""
+    import ast
+
+    with open(os.path.join(USER_DIR, "models", "architectures.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "ARCHITECTURES" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise RuntimeError("ARCHITECTURES not found in xlm_ds/models/architectures.py")
+
+
 def arch_sizes(arch: str) -> List[str]:
     """xlm_transformer size flags equal to an xlm_lm architecture (so a
     randomly initialised MT model has exactly the pretrained ones' shape)."""
-    from xlm_ds.models.architectures import ARCHITECTURES  # noqa: imports fairseq (slow), only when needed
-
-    layers, dim, ffn, heads, _pre_ln, _lang = ARCHITECTURES[arch]
+    layers, dim, ffn, heads, _pre_ln, _lang = xlm_architectures()[arch]
     out = []
     for side in ("encoder", "decoder"):
         out += [f"--{side}-layers", str(layers), f"--{side}-embed-dim", str(dim),
@@ -406,6 +418,8 @@ def translate_and_score(steps: Steps, data: str, ckpt: str, src: str, tgt: str, 
     gen_cmd = module("fairseq_cli.generate") + [
         data, "--user-dir", USER_DIR, "--task", "xlm_translation", "-s", src, "-t", tgt, "--gen-subset", "test",
         "--path", ckpt, "--beam", str(beam), "--batch-size", "64", "--post-process", "sentencepiece", "--cpu",
+        # hypotheses at most 1.5 x source + 10 pieces: bounds the time a barely trained model babbles
+        "--max-len-a", "1.5", "--max-len-b", "10",
         "--data-buffer-size", "0", "--skip-invalid-size-inputs-valid-test"]
     steps.run(os.path.join(out_dir, "generate.json"),
               ["bash", "-c", f"{' '.join(shlex.quote(c) for c in gen_cmd)} > {shlex.quote(gen)}.tmp "

@@ -70,3 +70,8 @@ def test_corpus_strips_drops_empty_pairs_and_slices(tmp_path):
     assert open(pa).read().split("\n")[:2] == ["one", "three"]
     assert open(pb).read().split("\n")[:2] == ["eins", "drei"]
     assert open(corpus.mono("m", [str(a)], part=(1, 2))).read() == "two\nthree\nfour\n"  # rows 2..4 of 5
+
+
+def test_architectures_read_without_import():
+    assert C.xlm_architectures()["xlm_mini"][:4] == (4, 128, 512, 4)
+    assert C.arch_sizes("xlm_tiny")[:4] == ["--encoder-layers", "2", "--encoder-embed-dim", "64"]
