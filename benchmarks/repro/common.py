@@ -97,6 +97,13 @@ class StepFailed(RuntimeError):
     pass
 
 
+def _same_command(a: List[str], b: List[str]) -> bool:
+    """Equal, allowing another path to the Python interpreter (another venv
+    or symlink running the same command)."""
+    py = lambda c: os.path.basename(c).startswith("python")  # noqa: E731
+    return a == b or (len(a) == len(b) and a[1:] == b[1:] and py(a[0]) and py(b[0]))
+
+
 class Steps:
     """Runs commands once. ``run(result_path, cmd, parse)``: if result_path
     exists its JSON is returned (an error if it was made by another
@@ -125,7 +132,7 @@ class Steps:
     def run(self, result_path: str, cmd: List[str], parse: Optional[Callable[[str], dict]] = None) -> dict:
         if os.path.exists(result_path):
             done = read_json(result_path)
-            if done.get("command", cmd) != cmd:
+            if not _same_command(done.get("command", cmd), cmd):
                 raise StepFailed(f"{result_path} was made by a different command (changed preset or --set?); "
                                  f"use another --out or delete it.\n  was: {' '.join(done['command'])}\n  now: "
                                  f"{' '.join(cmd)}")

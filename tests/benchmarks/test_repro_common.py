@@ -75,3 +75,9 @@ def test_corpus_strips_drops_empty_pairs_and_slices(tmp_path):
 def test_architectures_read_without_import():
     assert C.xlm_architectures()["xlm_mini"][:4] == (4, 128, 512, 4)
     assert C.arch_sizes("xlm_tiny")[:4] == ["--encoder-layers", "2", "--encoder-embed-dim", "64"]
+
+
+def test_same_command_allows_another_interpreter_path():
+    assert C._same_command(["/a/bin/python", "-m", "x"], ["/b/.venv/bin/python3", "-m", "x"])
+    assert not C._same_command(["/a/bin/python", "-m", "x"], ["/a/bin/python", "-m", "y"])
+    assert not C._same_command(["bash", "-c", "x"], ["sh", "-c", "x"])
