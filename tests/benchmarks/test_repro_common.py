@@ -1,0 +1,83 @@
+"""Pure helpers of benchmarks/repro/common.py (no training, no shared data)."""
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _common():
+    spec = importlib.util.spec_from_file_location(
+        "repro_common", os.path.join(REPO, "benchmarks", "repro", "common.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+C = _common()
+
+
+def test_mean_std():
+    assert C.mean_std([]) [2] == 0
+    assert C.mean_std([3.0]) == (3.0, 0.0, 1)
+    m, s, n = C.mean_std([1, 2, 3, 4])
+    assert (m, n) == (2.5, 4)
+    assert math.isclose(s, math.sqrt(5 / 3))  # sample std (ddof=1)
+    assert C.fmt([1, 3]) == "2.00 ± 1.41 (n=2)"
+    assert C.fmt([]) == "-"
+
+
+def test_last_json_line():
+    assert C.last_json_line('noise\n{"a": 1}\n{"b": 2}\ntrailing\n') == {"b": 2}
+    with pytest.raises(ValueError):
+        C.last_json_line("no json here")
+
+
+def test_step_runs_once_and_is_skipped_when_complete(tmp_path):
+    calls = []
+
+    def fake(cmd, log_path):
+        calls.append(cmd)
+        return 0, 'log\n{"score": 7}\n'
+
+    steps = C.Steps(verbose=False, runner=fake)
+    result = str(tmp_path / "step.json")
+    assert steps.run(result, ["x", "1"], parse=C.last_json_line)["score"] == 7
+    assert steps.run(result, ["x", "1"], parse=C.last_json_line)["score"] == 7
+    assert len(calls) == 1 and (steps.ran, steps.skipped) == (1, 1)
+    assert json.load(open(result))["command"] == ["x", "1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["step.json"]  # no temp files left
+    with pytest.raises(C.StepFailed, match="different command"):
+        steps.run(result, ["x", "2"])
+
+
+def test_failed_step_writes_nothing(tmp_path):
+    steps = C.Steps(verbose=False, runner=lambda cmd, log: (3, "boom"))
+    with pytest.raises(C.StepFailed, match="exit 3"):
+        steps.run(str(tmp_path / "s.json"), ["x"])
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_corpus_strips_drops_empty_pairs_and_slices(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(" one \n\ntwo\nthree\nfour\n", encoding="utf-8")
+    b.write_text("eins\nzwei\n \ndrei\nvier\n", encoding="utf-8")
+    corpus = C.Corpus(str(tmp_path / "cache"))
+    pa, pb = corpus.para("p", "x-y", [(str(a), str(b))], limit=2)
+    assert open(pa).read().split("\n")[:2] == ["one", "three"]
+    assert open(pb).read().split("\n")[:2] == ["eins", "drei"]
+    assert open(corpus.mono("m", [str(a)], part=(1, 2))).read() == "two\nthree\nfour\n"  # rows 2..4 of 5
+
+
+def test_architectures_read_without_import():
+    assert C.xlm_architectures()["xlm_mini"][:4] == (4, 128, 512, 4)
+    assert C.arch_sizes("xlm_tiny")[:4] == ["--encoder-layers", "2", "--encoder-embed-dim", "64"]
+
+
+def test_same_command_allows_another_interpreter_path():
+    assert C._same_command(["/a/bin/python", "-m", "x"], ["/b/.venv/bin/python3", "-m", "x"])
+    assert not C._same_command(["/a/bin/python", "-m", "x"], ["/a/bin/python", "-m", "y"])
+    assert not C._same_command(["bash", "-c", "x"], ["sh", "-c", "x"])
