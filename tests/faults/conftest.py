@@ -34,10 +34,13 @@ def fairseq_args(data, save, *extra, updates=30):
 
 def run_probe(data, save, losses, *extra, updates=30, faults=None, expect_rc=0, timeout=300):
     """fairseq-train (with faults) -> (returncode, log)."""
-    proc = subprocess.run(
-        [sys.executable, PROBE, *fairseq_args(data, save, *extra, updates=updates)],
-        env=env(FAULT_LOSSES=losses, **(faults or {})), capture_output=True, text=True, timeout=timeout, cwd=REPO,
-    )
+    cmd = [sys.executable, PROBE, *fairseq_args(data, save, *extra, updates=updates)]
+    return _run(cmd, env(FAULT_LOSSES=losses, **(faults or {})), save, expect_rc, timeout)
+
+
+def _run(cmd, run_env, save, expect_rc, timeout):
+    """Runs a probe, appends its log to SAVE.log -> (returncode, log)."""
+    proc = subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     log = proc.stdout + proc.stderr
     with open(str(save) + ".log", "a") as f:
         f.write(log)
@@ -98,13 +101,7 @@ def ds_run(data, save, nproc, config, *extra, updates=10, faults=None, expect_rc
            "--seed", "3", "--log-interval", "1000", "--log-format", "simple", "--disable-validation",
            "--save-dir", str(save), "--ds-metrics-jsonl", str(save) + ".jsonl",
            "--deepspeed-config", os.path.join(REPO, "ds_configs", config), *map(str, extra)]
-    proc = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-    log = proc.stdout + proc.stderr
-    with open(str(save) + ".log", "a") as f:
-        f.write(log)
-    if expect_rc is not None:
-        assert proc.returncode == expect_rc, f"rc {proc.returncode}, expected {expect_rc}:\n{log[-4000:]}"
-    return proc.returncode, log
+    return _run(cmd, e, save, expect_rc, timeout)
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,11 @@ import os
 import signal
 import sys
 
+import nan_injection  # noqa: E402  (this folder: the script's sys.path[0])
 import xlm_ds  # noqa: F401
 from xlm_ds.engine.trainer import DeepSpeedTrainer
-from xlm_ds.tasks.xlm_task import XLMTask
 
 KILL_AT = int(os.environ.get("FAULT_KILL_AT_UPDATE", "0"))
-NAN_AT = {int(u) for u in os.environ.get("FAULT_NAN_AT_BATCHES", "").split(",") if u}
 
 if KILL_AT:
     local_norm = DeepSpeedTrainer._local_grad_norm_if_needed
@@ -26,20 +25,7 @@ if KILL_AT:
 
     DeepSpeedTrainer._local_grad_norm_if_needed = _local_grad_norm_if_needed
 
-if NAN_AT:
-    train_step = XLMTask.train_step
-    batches = {"n": 0}
-
-    def nan_train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        batches["n"] += 1
-        if batches["n"] in NAN_AT:
-            def poisoned(model, sub, _c=criterion):
-                loss, n, log = _c(model, sub)
-                return loss * float("nan"), n, log
-            criterion = poisoned
-        return train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad)
-
-    XLMTask.train_step = nan_train_step
+nan_injection.install()
 
 if __name__ == "__main__":
     from xlm_ds.cli.train import main

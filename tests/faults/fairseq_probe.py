@@ -15,15 +15,14 @@ import os
 import signal
 import sys
 
+import nan_injection  # noqa: E402  (this folder: the script's sys.path[0])
 import xlm_ds  # noqa: F401  (the plugin; --user-dir imports the same module)
 from fairseq.trainer import Trainer
 
 from xlm_ds.reliability import atomic
-from xlm_ds.tasks.xlm_task import XLMTask
 
 LOSSES = os.environ.get("FAULT_LOSSES")
 KILL_AT = int(os.environ.get("FAULT_KILL_AT_UPDATE", "0"))
-NAN_AT = {int(u) for u in os.environ.get("FAULT_NAN_AT_BATCHES", "").split(",") if u}
 ENOSPC_ON = int(os.environ.get("FAULT_ENOSPC_ON_WRITE", "0"))
 
 if LOSSES:
@@ -50,20 +49,7 @@ if KILL_AT:
 
     Trainer.clip_grad_norm = clip_grad_norm
 
-if NAN_AT:
-    train_step = XLMTask.train_step
-    batches = {"n": 0}
-
-    def nan_train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
-        batches["n"] += 1
-        if batches["n"] in NAN_AT:
-            def poisoned(model, sub, _c=criterion):
-                loss, n, log = _c(model, sub)
-                return loss * float("nan"), n, log
-            criterion = poisoned
-        return train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad)
-
-    XLMTask.train_step = nan_train_step
+nan_injection.install()
 
 if ENOSPC_ON:
     init = atomic._HashingWriter.__init__

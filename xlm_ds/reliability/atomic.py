@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 logger = logging.getLogger("xlm_ds.reliability")
@@ -137,11 +138,7 @@ def atomic_copy(src: str, dst: str) -> None:
 
     def write(f):
         with open(src, "rb") as s:
-            while True:
-                chunk = s.read(_CHUNK)
-                if not chunk:
-                    break
-                f.write(chunk)
+            shutil.copyfileobj(s, f, _CHUNK)
 
     atomic_write(dst, write, meta)
 
