@@ -643,7 +643,7 @@ def multilingual_data(steps: Steps, out: str, cfg: dict) -> str:
     return prepare(steps, os.path.join(out, "data"), mono, para, cfg["vocab_size"])
 
 
-RETRIEVAL_SETS = ("FLORES", "Tatoeba")
+RETRIEVAL_SETS = ("FLORES", "Tatoeba", "Multi30k")
 
 
 def retrieval_groups(cfg: dict) -> Dict[str, List[str]]:
@@ -654,15 +654,19 @@ def retrieval_groups(cfg: dict) -> Dict[str, List[str]]:
 
 def retrieval_test_sets(cfg: dict, out: str) -> Dict[Tuple[str, str], Tuple[str, str]]:
     """(set, lang) -> (lang file, en file): FLORES-200 devtest (1,012
-    multi-way pairs, Wikipedia) and Tatoeba-Challenge test (short everyday
-    sentences; only pairs whose sides are unique, first ``retrieval_max`` or
-    1,000). Neither is in any training set of these scripts."""
+    multi-way pairs, Wikipedia), Tatoeba-Challenge test (short everyday
+    sentences) and Multi30k test_2016_flickr (image captions: the training
+    domain, held out); of the last two only pairs whose sides are unique,
+    first ``retrieval_max`` or 1,000. None is in any training set of these
+    scripts."""
     corpus = Corpus(os.path.join(out, "text"))
     n = cfg["retrieval_max"] or 1000
     sets = {}
     for lang in ("de", "fr"):
         sets[("FLORES", lang)] = (flores(lang), flores("en"))
         sets[("Tatoeba", lang)] = corpus.para(f"tatoeba.{lang}-en", f"{lang}-en", [tatoeba(lang)], n, unique=True)
+        sets[("Multi30k", lang)] = corpus.para(f"multi30k-test.{lang}-en", f"{lang}-en",
+                                               para_sources(f"{lang}-en", ("test_2016_flickr",), ()), n, unique=True)
     return sets
 
 

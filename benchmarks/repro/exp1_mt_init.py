@@ -24,8 +24,8 @@ PRESETS = {
                   batch_size=8, max_tokens=800, pretrain_updates=30, finetune_updates=30, seeds="1",
                   pretrain_per_seed=0, beam=2),
     "default": dict(arch="xlm_mini", vocab_size=8000, train_limit=0, test_limit=0, tokens_per_sample=128,
-                    batch_size=16, max_tokens=2500, pretrain_updates=600, finetune_updates=200, seeds="1,2,3",
-                    pretrain_per_seed=0, beam=4),
+                    batch_size=16, max_tokens=2500, pretrain_updates=1000, finetune_updates=300, seeds="1,2,3",
+                    pretrain_per_seed=0, beam=4, lr=1e-3),
 }
 PRETRAIN = {"CLM": "clm:de,en", "MLM": "mlm:de,en", "MLM+TLM": "mlm:de,en tlm:de-en"}
 SRC, TGT = "de", "en"

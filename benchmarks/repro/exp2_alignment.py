@@ -10,7 +10,8 @@ xlm_align``).
 Data: en/de/fr monolingual from disjoint thirds of Multi30k train + WMT
 news 2008-2013, de-en and en-fr pairs from all of it (common.multilingual_data).
 Each seed repeats the whole pipeline (pretraining seed = seed). The
-alignment stage adds ``align_updates`` updates on top of MLM+TLM's.
+alignment stage adds ``align_updates`` updates (at ``align_lr``) on top
+of MLM+TLM's.
 """
 import os
 import sys
@@ -21,10 +22,10 @@ import common as C  # noqa: E402
 
 PRESETS = {
     "smoke": dict(arch="xlm_tiny", vocab_size=1000, mono_limit=400, para_limit=400, valid_limit=100,
-                  tokens_per_sample=64, batch_size=8, pretrain_updates=30, align_updates=20, align_queue=64,
-                  retrieval_layers=[2], retrieval_max=100, seeds="1"),
+                  tokens_per_sample=64, batch_size=8, pretrain_updates=30, align_updates=20, align_lr=1e-3,
+                  align_queue=64, retrieval_layers=[2], retrieval_max=100, seeds="1"),
     "default": dict(arch="xlm_mini", vocab_size=8000, mono_limit=0, para_limit=0, valid_limit=1000,
-                    tokens_per_sample=128, batch_size=16, pretrain_updates=1000, align_updates=300,
+                    tokens_per_sample=128, batch_size=16, pretrain_updates=1000, align_updates=1000, align_lr=1e-3,
                     align_queue=1024, retrieval_layers=[2, 4], retrieval_max=0, seeds="1,2,3"),
 }
 MLM = "mlm:" + ",".join(C.XL_LANGS)
@@ -45,7 +46,8 @@ def main(argv=None):
             "MLM+TLM": C.pretrain(steps, data, run("MLM+TLM"), seed, cfg["pretrain_updates"], f"{MLM} {TLM}", cfg),
         }
         ckpts["MLM+TLM+align"] = C.pretrain(
-            steps, data, run("MLM+TLM+align"), seed, cfg["align_updates"], "tlm", cfg, task="xlm_align",
+            steps, data, run("MLM+TLM+align"), seed, cfg["align_updates"], "tlm", dict(cfg, lr=cfg["align_lr"]),
+            task="xlm_align",
             extra=["--finetune-from-model", ckpts["MLM+TLM"], "--align-weight", "1", "--align-temperature", "0.1",
                    "--align-queue-size", str(cfg["align_queue"]), "--align-momentum", "0.99",
                    "--align-shuffle-rate", "0.2", "--align-pooling", "mean"])
