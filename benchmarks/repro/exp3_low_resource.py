@@ -30,7 +30,7 @@ PRESETS = {
                   tokens_per_sample=64, batch_size=8, pretrain_updates=40, related="fr", unrelated="de", seeds="1",
                   lang_alpha=0.7),
     "default": dict(arch="xlm_mini", vocab_size=8000, ro_limit=5000, helper_limit=40000, eval_limit=1000,
-                    tokens_per_sample=128, batch_size=16, pretrain_updates=500, related="fr", unrelated="de",
+                    tokens_per_sample=128, batch_size=16, pretrain_updates=500, lr=1e-3, related="fr", unrelated="de",
                     seeds="1,2,3", lang_alpha=0.7),
 }
 

@@ -30,7 +30,7 @@ PRESETS = {
                   retrieval_layers=[2], retrieval_max=100, seeds="1",
                   **dict(EVAL, xnli_train=198, xnli_eval=102, xnli_epochs=1)),
     "default": dict(arch="xlm_mini", vocab_size=8000, mono_limit=0, para_limit=0, valid_limit=1000,
-                    tokens_per_sample=128, batch_size=16, pretrain_updates=600, shared_top=[2, 0],
+                    tokens_per_sample=128, batch_size=16, pretrain_updates=600, lr=1e-3, shared_top=[2, 0],
                     retrieval_layers=[4], retrieval_max=0, seeds="1,2,3", **EVAL),
 }
 MLM = "mlm:" + ",".join(C.XL_LANGS)

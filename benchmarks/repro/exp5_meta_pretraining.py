@@ -26,7 +26,7 @@ PRESETS = {
                   retrieval_layers=[2], retrieval_max=100, seeds="1",
                   **dict(EVAL, xnli_train=198, xnli_eval=102, xnli_epochs=1)),
     "default": dict(arch="xlm_mini", vocab_size=8000, mono_limit=0, para_limit=0, valid_limit=1000,
-                    tokens_per_sample=128, batch_size=16, pretrain_updates=1200, meta_fraction=0.5,
+                    tokens_per_sample=128, batch_size=16, pretrain_updates=1200, lr=1e-3, meta_fraction=0.5,
                     retrieval_layers=[4], retrieval_max=0, seeds="1,2,3", **EVAL),
 }
 MULTI = "mlm:" + ",".join(C.XL_LANGS) + " tlm:" + ",".join(C.XL_PAIRS)
