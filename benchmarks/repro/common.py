@@ -57,6 +57,8 @@ def fmt(values: Sequence[float], digits: int = 2) -> str:
     m, s, n = mean_std(values)
     if n == 0:
         return "-"
+    if n == 1:  # one seed has no spread: say so rather than print ± 0
+        return f"{m:.{digits}f} (n=1)"
     return f"{m:.{digits}f} ± {s:.{digits}f} (n={n})"
 
 

@@ -28,6 +28,7 @@ def test_mean_std():
     assert math.isclose(s, math.sqrt(5 / 3))  # sample std (ddof=1)
     assert C.fmt([1, 3]) == "2.00 ± 1.41 (n=2)"
     assert C.fmt([]) == "-"
+    assert C.fmt([3.0]) == "3.00 (n=1)"
 
 
 def test_last_json_line():
