@@ -510,6 +510,12 @@ def out_dir(args: argparse.Namespace, name: str) -> str:
     return os.path.abspath(d)
 
 
+def setting(args: argparse.Namespace) -> str:
+    """The preset and its --set overrides, for table and plot titles (a
+    variant must not be labelled as the plain preset)."""
+    return f"{args.preset} preset" + "".join(f", {kv}" for kv in args.set)
+
+
 def command_line(script: str, args: argparse.Namespace) -> str:
     parts = [f"python benchmarks/repro/{script}"]
     if args.preset != "default":
@@ -599,7 +605,7 @@ def report(name: str, script: str, args, out: str, title: str, ylabel: str, grou
     (config, seeds, per-seed values, mean/std/n, the tables, the command) and
     OUT/NAME.png (one panel per group)."""
     cmd = command_line(script, args)
-    text = "\n\n".join(table(f"{title}: {g} ({args.preset} preset)", cols, rows, digits) for g, cols in groups.items())
+    text = "\n\n".join(table(f"{title}: {g} ({setting(args)})", cols, rows, digits) for g, cols in groups.items())
     print("\n" + text + f"\n\nregenerate: {cmd}")
     result = {"experiment": name, "preset": args.preset, "config": args.cfg, "seeds": args.seed_list,
               "command": cmd, "groups": {g: list(c) for g, c in groups.items()}, "results": summarise(rows),
@@ -612,7 +618,7 @@ def report(name: str, script: str, args, out: str, title: str, ylabel: str, grou
         result["steps_run"], result["steps_skipped"] = steps.ran, steps.skipped
     json_path = os.path.join(out, f"{name}.json")
     write_json(json_path, result)
-    png = plot(os.path.join(out, f"{name}.png"), f"{title} ({args.preset} preset, seeds {args.seed_list})", ylabel,
+    png = plot(os.path.join(out, f"{name}.png"), f"{title} ({setting(args)}, seeds {args.seed_list})", ylabel,
                groups, rows)
     print(f"wrote {json_path}" + (f" and {png}" if png else ""))
     return result

@@ -82,3 +82,12 @@ def test_same_command_allows_another_interpreter_path():
     assert C._same_command(["/a/bin/python", "-m", "x"], ["/b/.venv/bin/python3", "-m", "x"])
     assert not C._same_command(["/a/bin/python", "-m", "x"], ["/a/bin/python", "-m", "y"])
     assert not C._same_command(["bash", "-c", "x"], ["sh", "-c", "x"])
+
+
+def test_overridden_preset_is_labelled_with_its_overrides():
+    presets = {"default": dict(lr=5e-4, seeds="1")}
+    plain = C.parse_args("doc", presets, [])
+    varied = C.parse_args("doc", presets, ["--set", "lr=1e-3"])
+    assert C.setting(plain) == "default preset"
+    assert C.setting(varied) == "default preset, lr=1e-3"
+    assert varied.cfg["lr"] == 1e-3
