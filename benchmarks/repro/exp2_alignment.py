@@ -11,7 +11,7 @@ Data: en/de/fr monolingual from disjoint thirds of Multi30k train + WMT
 news 2008-2013, de-en and en-fr pairs from all of it (common.multilingual_data).
 Each seed repeats the whole pipeline (pretraining seed = seed). The
 alignment stage adds ``align_updates`` updates (at ``align_lr``) on top
-of MLM+TLM's.
+of MLM+TLM's; ``lr`` is the pretraining learning rate.
 """
 import os
 import sys
@@ -22,11 +22,12 @@ import common as C  # noqa: E402
 
 PRESETS = {
     "smoke": dict(arch="xlm_tiny", vocab_size=1000, mono_limit=400, para_limit=400, valid_limit=100,
-                  tokens_per_sample=64, batch_size=8, pretrain_updates=30, align_updates=20, align_lr=1e-3,
+                  tokens_per_sample=64, batch_size=8, pretrain_updates=30, lr=5e-4, align_updates=20, align_lr=1e-3,
                   align_queue=64, retrieval_layers=[2], retrieval_max=100, seeds="1"),
     "default": dict(arch="xlm_mini", vocab_size=8000, mono_limit=0, para_limit=0, valid_limit=1000,
-                    tokens_per_sample=128, batch_size=16, pretrain_updates=1000, align_updates=1000, align_lr=1e-3,
-                    align_queue=1024, retrieval_layers=[2, 4], retrieval_max=0, seeds="1,2,3"),
+                    tokens_per_sample=128, batch_size=16, pretrain_updates=1000, lr=5e-4,
+                    align_updates=1000, align_lr=1e-3, align_queue=1024, retrieval_layers=[2, 4], retrieval_max=0,
+                    seeds="1,2,3"),
 }
 MLM = "mlm:" + ",".join(C.XL_LANGS)
 TLM = "tlm:" + ",".join(C.XL_PAIRS)
