@@ -1,5 +1,6 @@
 """Experiment 2 (alignment): sentence-retrieval P@1, both directions, on
-FLORES-200 devtest and Tatoeba-Challenge test de-en and fr-en (never trained on) for a random model,
+FLORES-200 devtest, Tatoeba-Challenge test and Multi30k test_2016_flickr,
+de-en and fr-en (never trained on), for a random model,
 MLM only, MLM+TLM, and each of the two followed by post-pretraining
 alignment (Pan et al. 2021: TLM + MoCo contrastive sentence alignment,
 ``--task xlm_align``; Pan et al. align an MLM-only model, XLM-R).
