@@ -10,6 +10,9 @@ alignment (Pan et al. 2021: TLM + MoCo contrastive sentence alignment,
 
 Data: en/de/fr monolingual from disjoint thirds of Multi30k train + WMT
 news 2008-2013, de-en and en-fr pairs from all of it (common.multilingual_data).
+``--set data=varied`` adds later WMT news sets and the Tatoeba-Challenge
+pairs that share no sentence with any test set, so that fewer of the
+parallel pairs are image captions.
 Each seed repeats the whole pipeline (pretraining seed = seed). The
 alignment stages add ``align_updates`` updates (at ``align_lr``) on top
 of MLM's or MLM+TLM's; ``lr`` is the pretraining learning rate.
@@ -24,11 +27,11 @@ import common as C  # noqa: E402
 PRESETS = {
     "smoke": dict(arch="xlm_tiny", vocab_size=1000, mono_limit=400, para_limit=400, valid_limit=100,
                   tokens_per_sample=64, batch_size=8, pretrain_updates=30, lr=5e-4, align_updates=20, align_lr=1e-3,
-                  align_queue=64, retrieval_layers=[2], retrieval_max=100, tlm_double=0, seeds="1"),
+                  align_queue=64, retrieval_layers=[2], retrieval_max=100, tlm_double=0, data="base", seeds="1"),
     "default": dict(arch="xlm_mini", vocab_size=8000, mono_limit=0, para_limit=0, valid_limit=1000,
                     tokens_per_sample=128, batch_size=16, pretrain_updates=1000, lr=5e-4,
                     align_updates=1000, align_lr=1e-3, align_queue=1024, retrieval_layers=[2, 4], retrieval_max=0,
-                    tlm_double=0, seeds="1,2,3"),
+                    tlm_double=0, data="base", seeds="1,2,3"),
 }
 MLM = "mlm:" + ",".join(C.XL_LANGS)
 TLM = "tlm:" + ",".join(C.XL_PAIRS)

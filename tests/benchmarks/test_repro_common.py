@@ -91,3 +91,15 @@ def test_overridden_preset_is_labelled_with_its_overrides():
     assert C.setting(plain) == "default preset"
     assert C.setting(varied) == "default preset, lr=1e-3"
     assert varied.cfg["lr"] == 1e-3
+
+
+def test_corpus_exclude_drops_held_out_sentences_in_either_side(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("Keep me.\nA  held-out   LINE\nalso kept\n", encoding="utf-8")
+    b.write_text("Behalte mich.\nverboten\nTEST sentence\n", encoding="utf-8")
+    held = frozenset(C.normalise(s) for s in ["a held-out line", "test  Sentence"])
+    corpus = C.Corpus(str(tmp_path / "cache"))
+    pa, pb = corpus.para("p", "x-y", [(str(a), str(b))], exclude=held)
+    assert open(pa).read() == "Keep me.\n" and open(pb).read() == "Behalte mich.\n"
+    assert open(corpus.mono("m", [str(a)], exclude=held)).read() == "Keep me.\nalso kept\n"
+    assert corpus.mono("m", [str(a)]) != corpus.mono("m", [str(a)], exclude=held)  # cached apart
