@@ -548,6 +548,31 @@ def table(title: str, columns: Sequence[str], rows: Dict[str, Dict[str, Sequence
     return "\n".join(lines)
 
 
+def beyond_spread(a: dict, b: dict) -> int:
+    """+1 / -1 when a's mean ± std interval lies wholly above / below b's
+    (the one meaning of "beyond the spread" in docs/results.md), else 0.
+    a and b are ``summarise`` cells."""
+    if a["mean"] - a["std"] > b["mean"] + b["std"]:
+        return 1
+    if a["mean"] + a["std"] < b["mean"] - b["std"]:
+        return -1
+    return 0
+
+
+def compare(results: Dict[str, Dict[str, dict]], groups: Dict[str, Sequence[str]], a: str, b: str) -> List[dict]:
+    """Condition a against b in each column group of a report's JSON: the
+    cells where a has the higher mean, and where it is above / below b
+    beyond the spread (the counts the results page quotes)."""
+    out = []
+    for group, cols in groups.items():
+        cells = [(results[a][c], results[b][c]) for c in cols if c in results[a] and c in results[b]]
+        out.append({"group": group, "cells": len(cells),
+                    "higher_mean": sum(x["mean"] > y["mean"] for x, y in cells),
+                    "above_beyond_spread": sum(beyond_spread(x, y) == 1 for x, y in cells),
+                    "below_beyond_spread": sum(beyond_spread(x, y) == -1 for x, y in cells)})
+    return out
+
+
 def summarise(rows: Dict[str, Dict[str, Sequence[float]]]) -> Dict[str, Dict[str, dict]]:
     out = {}
     for cond, cols in rows.items():

@@ -103,3 +103,13 @@ def test_corpus_exclude_drops_held_out_sentences_in_either_side(tmp_path):
     assert open(pa).read() == "Keep me.\n" and open(pb).read() == "Behalte mich.\n"
     assert open(corpus.mono("m", [str(a)], exclude=held)).read() == "Keep me.\nalso kept\n"
     assert corpus.mono("m", [str(a)]) != corpus.mono("m", [str(a)], exclude=held)  # cached apart
+
+
+def test_compare_counts_means_and_non_overlapping_intervals():
+    cell = lambda m, s: {"mean": m, "std": s}  # noqa: E731
+    results = {"A": {"x": cell(5, 1), "y": cell(2, 1), "z": cell(1, 0.1)},
+               "B": {"x": cell(2, 1), "y": cell(2.5, 1), "z": cell(3, 0.5)}}
+    assert C.beyond_spread(cell(5, 1), cell(2, 1)) == 1  # 4 > 3
+    assert C.beyond_spread(cell(4, 1), cell(2, 1)) == 0  # 3 = 3: touching is not apart
+    [r] = C.compare(results, {"g": ["x", "y", "z"]}, "A", "B")
+    assert r == {"group": "g", "cells": 3, "higher_mean": 1, "above_beyond_spread": 1, "below_beyond_spread": 1}
