@@ -255,7 +255,7 @@ class Corpus:
                 rows = read_lines(src)
                 i, k = part
                 n = len(rows)
-                lines += [s for s in rows[i * n // k:(i + 1) * n // k] if s and normalise(s) not in (exclude or ())]
+                lines += [s for s in rows[i * n // k:(i + 1) * n // k] if s and not (exclude and normalise(s) in exclude)]
             if limit:
                 lines = lines[:limit]
             atomic_write(path, "\n".join(lines) + "\n")
@@ -671,7 +671,7 @@ XL_PAIRS = ("de-en", "en-fr")
 # the 4-way 2008-2013 ones (newstest2014 stays unseen, the usual WMT test)
 # and Tatoeba-Challenge pairs, to the monolingual and the parallel data.
 WMT_EXTRA = {"de-en": ["newstest2015", "newstest2016", "newstest2017", "newstest2018", "newstest2019"],
-             "fr-en": ["newsdiscusstest2015"]}
+             "en-fr": ["newsdiscusstest2015"]}
 DATA_CHOICES = ("base", "varied")
 
 
@@ -694,10 +694,8 @@ def multilingual_data(steps: Steps, out: str, cfg: dict) -> str:
     extra = {}
     if held:
         for pair in XL_PAIRS:
-            a, b = pair.split("-")
-            x = a if b == "en" else b
-            srcs = [(wmt(f"{x}-en", t, a), wmt(f"{x}-en", t, b)) for t in WMT_EXTRA[f"{x}-en"]]
-            extra[pair] = corpus.para(f"extra.{pair}", pair, srcs + [tatoeba(a, b)], exclude=held)
+            srcs = para_sources(pair, (), WMT_EXTRA[pair]) + [tatoeba(*pair.split("-"))]
+            extra[pair] = corpus.para(f"extra.{pair}", pair, srcs, exclude=held)
     mono = {"train": {}, "valid": {}}
     for i, lang in enumerate(XL_LANGS):
         x = "de" if lang == "en" else lang
