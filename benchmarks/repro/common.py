@@ -449,12 +449,12 @@ def translate_and_score(steps: Steps, data: str, ckpt: str, src: str, tgt: str, 
 
 
 def retrieval(steps: Steps, ckpt: str, src: Tuple[str, str], tgt: Tuple[str, str], result: str,
-              layer: int = -1, max_sentences: int = 0) -> dict:
+              layer: int = -1, max_sentences: int = 0, flags: Sequence[str] = ()) -> dict:
     cmd = module("xlm_ds.cli.retrieval") + [ckpt, "--src", f"{src[0]}={src[1]}", "--tgt", f"{tgt[0]}={tgt[1]}",
                                             "--layer", str(layer)]
     if max_sentences:
         cmd += ["--max-sentences", str(max_sentences)]
-    return steps.run(result, cmd, parse=last_json_line)
+    return steps.run(result, cmd + list(flags), parse=last_json_line)
 
 
 def classify(steps: Steps, ckpt: str, train_set: Tuple[str, str], evals: Sequence[Tuple[str, str]], result: str,
@@ -676,7 +676,13 @@ DATA_CHOICES = ("base", "varied")
 
 
 def multilingual_data(steps: Steps, out: str, cfg: dict) -> str:
-    """en/de/fr: monolingual = disjoint thirds of Multi30k train + WMT news
+    """``multilingual_text`` prepared (shared vocabulary, binarized)."""
+    mono, para = multilingual_text(out, cfg)
+    return prepare(steps, os.path.join(out, "data"), mono, para, cfg["vocab_size"])
+
+
+def multilingual_text(out: str, cfg: dict) -> Tuple[Dict[str, Dict[str, str]], Dict[str, Dict[str, Tuple[str, str]]]]:
+    """(mono, para) text files, {split: {lang or pair: file(s)}}. en/de/fr: monolingual = disjoint thirds of Multi30k train + WMT news
     2008-2013 (each language from other rows, so MLM never sees a sentence
     and its translation), parallel de-en and en-fr = all rows; valid =
     Multi30k val. FLORES and XNLI (the evaluation sets) are not used.
@@ -712,7 +718,7 @@ def multilingual_data(steps: Steps, out: str, cfg: dict) -> str:
         para["train"][pair] = corpus.para(f"para.train.{pair}", pair, srcs, cfg["para_limit"], exclude=held)
         para["valid"][pair] = corpus.para(f"para.valid.{pair}", pair, para_sources(pair, ("val",), ()),
                                           cfg["valid_limit"])
-    return prepare(steps, os.path.join(out, "data"), mono, para, cfg["vocab_size"])
+    return mono, para
 
 
 def held_out_sentences(cfg: dict, out: str) -> frozenset:
@@ -749,15 +755,42 @@ def retrieval_test_sets(cfg: dict, out: str) -> Dict[Tuple[str, str], Tuple[str,
     return sets
 
 
-def eval_retrieval(steps: Steps, ckpt: str, run: str, cfg: dict, row: Dict[str, list], out: str) -> None:
+TEXT_MEANS = " (text means)"
+
+
+def eval_retrieval(steps: Steps, ckpt: str, run: str, cfg: dict, row: Dict[str, list], out: str,
+                   center=None, only: Sequence[str] = RETRIEVAL_SETS, cosines: Optional[Dict[str, list]] = None) -> None:
     """xlm-ds-retrieval P@1 (%) both ways, de-en and fr-en, on each test set
-    at each layer of cfg['retrieval_layers']; appended to row."""
+    in ``only`` at each layer of cfg['retrieval_layers']; appended to row.
+    ``center``: None = plain cosine; "self" = language-centred on each test
+    file's own mean; {lang: text file} = centred on each language's mean over
+    that text (columns end in TEXT_MEANS). ``cosines`` collects the cosine
+    between the two languages' mean vectors (column "SET Lk xx-en")."""
+    tag, flags = "", []
+    if center == "self":
+        tag, flags = ".centred", ["--center"]
+    elif center:
+        tag = ".centred-text"
     for (name, lang), (fx, fen) in retrieval_test_sets(cfg, out).items():
+        if name not in only:
+            continue
+        if center and center != "self":
+            flags = ["--center", "--center-on", f"{lang}={center[lang]}", "--center-on", f"en={center['en']}"]
+        suffix = TEXT_MEANS if tag == ".centred-text" else ""
         for layer in cfg["retrieval_layers"]:
             r = retrieval(steps, ckpt, (lang, fx), ("en", fen),
-                          os.path.join(run, f"retrieval.{name}.{lang}-en.L{layer}.json"), layer, cfg["retrieval_max"])
-            row.setdefault(f"{name} L{layer} {lang}→en", []).append(100 * r["p_at_1_src2tgt"])
-            row.setdefault(f"{name} L{layer} en→{lang}", []).append(100 * r["p_at_1_tgt2src"])
+                          os.path.join(run, f"retrieval.{name}.{lang}-en.L{layer}{tag}.json"), layer,
+                          cfg["retrieval_max"], flags)
+            row.setdefault(f"{name} L{layer} {lang}→en{suffix}", []).append(100 * r["p_at_1_src2tgt"])
+            row.setdefault(f"{name} L{layer} en→{lang}{suffix}", []).append(100 * r["p_at_1_tgt2src"])
+            if cosines is not None:
+                cosines.setdefault(f"{name} L{layer} {lang}-en", []).append(r["lang_mean_cosine"])
+
+
+def language_offset_groups(cfg: dict) -> Dict[str, List[str]]:
+    """Groups of ``eval_retrieval``'s ``cosines`` columns: one per layer."""
+    return {f"layer {layer}": [f"{name} L{layer} {p}-en" for name in RETRIEVAL_SETS for p in ("de", "fr")]
+            for layer in cfg["retrieval_layers"]}
 
 
 XNLI_COLUMNS = ["XNLI en", "XNLI de (0-shot)", "XNLI fr (0-shot)"]

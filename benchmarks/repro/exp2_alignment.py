@@ -16,6 +16,14 @@ parallel pairs are image captions.
 Each seed repeats the whole pipeline (pretraining seed = seed). The
 alignment stages add ``align_updates`` updates (at ``align_lr``) on top
 of MLM's or MLM+TLM's; ``lr`` is the pretraining learning rate.
+
+Besides exp2_alignment.json/png (plain cosine retrieval, as in XTREME), it
+writes exp2_alignment_centred.json/png: the same P@1 after subtracting each
+language's mean vector (Libovický et al. 2020), taken over the test file
+itself, and for FLORES also over 2,000 lines of that language's training
+text; and exp2_language_offset.json/png: the cosine between the two
+languages' mean vectors, which tells a language offset apart from a worse
+language-neutral part when raw P@1 falls.
 """
 import os
 import sys
@@ -60,6 +68,9 @@ def main(argv=None):
     data = C.multilingual_data(steps, out, cfg)
     names = ["random", "MLM", "MLM+align", "MLM+TLM", "MLM+TLM+align"] + [TLM_2X] * bool(cfg["tlm_double"])
     rows = {name: {} for name in names}
+    centred = {name: {} for name in names}
+    offsets = {name: {} for name in names}
+    train_text = C.multilingual_text(out, cfg)[0]["train"]  # language means for FLORES' second centring
     for seed in args.seed_list:
         run = lambda name: os.path.join(out, "runs", name, f"seed{seed}")  # noqa: E731
         ckpts = {
@@ -74,10 +85,24 @@ def main(argv=None):
                                        f"{MLM} {TLM}", cfg)
         for name, ckpt in ckpts.items():
             C.eval_retrieval(steps, ckpt, run(name), cfg, rows[name], out)
+            C.eval_retrieval(steps, ckpt, run(name), cfg, centred[name], out, center="self", cosines=offsets[name])
+            C.eval_retrieval(steps, ckpt, run(name), cfg, centred[name], out, center=train_text, only=("FLORES",))
     C.report("exp2_alignment", "exp2_alignment.py", args, out, "Retrieval P@1 (%)", "P@1 (%)",
              C.retrieval_groups(cfg), rows, t0=t0, steps=steps,
              extra={"retrieval_sentences": cfg["retrieval_max"] or "FLORES 1012, Tatoeba 1000",
                     "note": "X+align = X's checkpoint then align_updates more updates (xlm_align, TLM + InfoNCE)"})
+    groups = C.retrieval_groups(cfg)
+    for layer in cfg["retrieval_layers"]:
+        groups[f"FLORES layer {layer}, training-text means"] = [
+            c + C.TEXT_MEANS for c in groups[f"FLORES layer {layer}"]]
+    C.report("exp2_alignment_centred", "exp2_alignment.py", args, out, "Retrieval P@1 (%), language-centred",
+             "P@1 (%)", groups, centred, extra={
+                 "centring": "each language's mean vector subtracted (Libovický et al. 2020): the mean over the "
+                 "test file's own sentences; in the 'training-text means' groups the mean over 2,000 evenly "
+                 "spread lines of that language's monolingual training text"})
+    C.report("exp2_language_offset", "exp2_alignment.py", args, out,
+             "Cosine between the two languages' mean vectors", "cosine", C.language_offset_groups(cfg), offsets,
+             digits=3)
     return 0
 
 

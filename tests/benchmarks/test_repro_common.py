@@ -113,3 +113,34 @@ def test_compare_counts_means_and_non_overlapping_intervals():
     assert C.beyond_spread(cell(4, 1), cell(2, 1)) == 0  # 3 = 3: touching is not apart
     [r] = C.compare(results, {"g": ["x", "y", "z"]}, "A", "B")
     assert r == {"group": "g", "cells": 3, "higher_mean": 1, "above_beyond_spread": 1, "below_beyond_spread": 1}
+
+
+def test_eval_retrieval_keeps_plain_and_centred_results_apart(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(cmd, log_path):
+        calls.append(cmd)
+        return 0, json.dumps({"p_at_1_src2tgt": 0.5, "p_at_1_tgt2src": 0.25,
+                              "lang_mean_cosine": 0.9 if "--center" in cmd else 0.1})
+
+    sets = {(name, lang): (f"{name}.{lang}", f"{name}.en") for name in C.RETRIEVAL_SETS for lang in ("de", "fr")}
+    monkeypatch.setattr(C, "retrieval_test_sets", lambda cfg, out: sets)
+    steps, cfg = C.Steps(verbose=False, runner=fake), {"retrieval_layers": [2], "retrieval_max": 0}
+    plain, centred, cos = {}, {}, {}
+    C.eval_retrieval(steps, "ck.pt", str(tmp_path), cfg, plain, "out")
+    C.eval_retrieval(steps, "ck.pt", str(tmp_path), cfg, centred, "out", center="self", cosines=cos)
+    text = {"de": "mono.de", "fr": "mono.fr", "en": "mono.en"}
+    C.eval_retrieval(steps, "ck.pt", str(tmp_path), cfg, centred, "out", center=text, only=("FLORES",))
+    assert len(calls) == 6 + 6 + 2 and not any("--center" in c for c in calls[:6])
+    assert all(c[-1] == "--center" for c in calls[6:12])
+    assert calls[12][-5:] == ["--center", "--center-on", "de=mono.de", "--center-on", "en=mono.en"]
+    assert sorted(p.name for p in tmp_path.glob("*.json"))[:3] == [
+        "retrieval.FLORES.de-en.L2.centred-text.json", "retrieval.FLORES.de-en.L2.centred.json",
+        "retrieval.FLORES.de-en.L2.json"]
+    assert plain["FLORES L2 de→en"] == [50.0] and plain["Multi30k L2 en→fr"] == [25.0]
+    assert centred["FLORES L2 en→fr" + C.TEXT_MEANS] == [25.0] and "Tatoeba L2 de→en" + C.TEXT_MEANS not in centred
+    assert cos["Tatoeba L2 fr-en"] == [0.9]
+    assert sorted(c for g in C.language_offset_groups(cfg).values() for c in g) == sorted(cos)
+    # rerun: everything is read back, nothing runs again
+    C.eval_retrieval(steps, "ck.pt", str(tmp_path), cfg, {}, "out", center="self")
+    assert len(calls) == 14

@@ -63,6 +63,51 @@ def test_p_at_1_definition():
 
 
 @pytest.mark.slow
+def test_retrieval_language_centring(pretrained_tiny, parallel_files, tmp_path):
+    d, de, en = parallel_files
+    pair = ["--src", f"de={d / 'de.txt'}", "--tgt", f"en={d / 'en.txt'}", "--layer", "1"]
+    last = lambda out: json.loads(out.strip().splitlines()[-1])  # noqa: E731
+    raw = last(run_cli("xlm_ds.cli.retrieval", pretrained_tiny, *pair))
+    own = last(run_cli("xlm_ds.cli.retrieval", pretrained_tiny, *pair, "--center"))
+    assert raw["center"] is None and own["center"] == "self"
+    assert -1.0 <= raw["lang_mean_cosine"] < 1.0 and own["lang_mean_cosine"] == raw["lang_mean_cosine"]
+    # the same files given as "other text", every line: the same means, so the same result
+    files = last(run_cli("xlm_ds.cli.retrieval", pretrained_tiny, *pair, "--center", "--center-on",
+                         f"de={d / 'de.txt'}", "--center-on", f"en={d / 'en.txt'}", "--center-lines", "0"))
+    assert (files["p_at_1_src2tgt"], files["p_at_1_tgt2src"]) == (own["p_at_1_src2tgt"], own["p_at_1_tgt2src"])
+    assert files["lang_mean_cosine"] == pytest.approx(own["lang_mean_cosine"], abs=1e-6)
+    # a file on both sides still finds itself after centring
+    same = last(run_cli("xlm_ds.cli.retrieval", pretrained_tiny, "--src", f"en={d / 'en.txt'}",
+                        "--tgt", f"en={d / 'en.txt'}", "--center"))
+    assert same["p_at_1_src2tgt"] == 1.0 and same["lang_mean_cosine"] == pytest.approx(1.0)
+    (tmp_path / "blank.txt").write_text("\n\n", encoding="utf-8")
+    err = run_cli("xlm_ds.cli.retrieval", pretrained_tiny, *pair, "--center", "--center-on",
+                  f"de={d / 'de.txt'}", rc=2)
+    assert "exactly the two languages de and en" in err
+    err = run_cli("xlm_ds.cli.retrieval", pretrained_tiny, *pair, "--center", "--center-on",
+                  f"de={tmp_path / 'blank.txt'}", "--center-on", f"en={d / 'en.txt'}", rc=2)
+    assert "blank.txt: no non-empty line" in err
+
+
+def test_spaced_sample_and_why_centring_helps():
+    from xlm_ds.cli.retrieval import p_at_1
+    from xlm_ds.methods.centering import mean_cosine, spaced_sample
+
+    lines = [f"s{i}" for i in range(10)] + [""]
+    assert spaced_sample(lines, 5) == ["s0", "s2", "s4", "s6", "s8"]
+    assert spaced_sample(lines, 0) == spaced_sample(lines, 50) == lines[:10]
+    # translations share a neutral vector; each language adds its own large offset
+    g = torch.Generator().manual_seed(0)
+    neutral = torch.randn(200, 16, generator=g)
+    off_a, off_b = 6 * torch.randn(16, generator=g), 6 * torch.randn(16, generator=g)
+    a = neutral + 0.5 * torch.randn(200, 16, generator=g) + off_a
+    b = neutral + 0.5 * torch.randn(200, 16, generator=g) + off_b
+    raw, centred = p_at_1(a, b), p_at_1(a - a.mean(0), b - b.mean(0))
+    assert min(centred) > 0.8 and max(raw) < min(centred) - 0.2
+    assert mean_cosine(a.mean(0), b.mean(0)) < 0.5 and mean_cosine(a.mean(0), a.mean(0)) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
 def test_retrieval_with_procrustes_and_errors(pretrained_tiny, parallel_files):
     d, _, _ = parallel_files
     out = run_cli("xlm_ds.cli.retrieval", pretrained_tiny, "--src", f"de={d / 'de.txt'}",

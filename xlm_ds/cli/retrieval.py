@@ -3,7 +3,13 @@ task): P@1 of nearest-neighbour search by cosine similarity between
 mean-pooled layer-L representations of two files of parallel sentences
 (line i of one is the translation of line i of the other), in both
 directions. Raw text in; the checkpoint's own sentencepiece model is applied.
-The last line printed is JSON."""
+The last line printed is JSON.
+
+``--center`` subtracts each language's mean vector first (Libovický et al.
+2020, methods/centering.py): by default the mean over the file's own
+sentences (no pairing is used), or over other text of that language with
+``--center-on LANG=FILE``. The JSON always has ``lang_mean_cosine``, the
+cosine between the two languages' mean vectors."""
 import argparse
 import json
 import sys
@@ -49,7 +55,18 @@ def main(argv=None):
                    help="map src representations onto tgt ones by orthogonal Procrustes fitted on the "
                    "first N pairs (Conneau et al. 2020), and score the remaining pairs only")
     p.add_argument("--max-sentences", type=int, default=0, help="use the first N pairs only (0 = all)")
+    p.add_argument("--center", action="store_true",
+                   help="subtract each language's mean representation before the cosine search (language "
+                   "centring, Libovický et al. 2020); the mean is over the file's own sentences unless --center-on")
+    p.add_argument("--center-on", type=_lang_file, action="append", default=[], metavar="LANG=FILE",
+                   help="with --center: take LANG's mean over FILE (other text of that language) instead; "
+                   "give it for both languages")
+    p.add_argument("--center-lines", type=int, default=2000, metavar="N",
+                   help="lines of each --center-on FILE used, spread evenly over the file (default 2000; 0 = all)")
     args = p.parse_args(argv)
+    if args.center_on and not args.center:
+        p.error("--center-on needs --center")
+    from ..methods.centering import mean_cosine, spaced_sample
     from ..methods.encode import EncodeError, SentenceEncoder
 
     try:
@@ -66,6 +83,20 @@ def main(argv=None):
         tgt_enc = SentenceEncoder.load(args.tgt_checkpoint, args.tgt_spm_model) if args.tgt_checkpoint else enc
         a = enc.embed(src, sl, args.layer, args.batch_size)
         b = tgt_enc.embed(tgt, tl, args.layer, args.batch_size)
+        means = {sl: a.mean(0), tl: b.mean(0)}
+        center_on = dict(args.center_on)
+        if center_on:
+            if set(center_on) != {sl, tl}:
+                raise EncodeError(f"--center-on: give LANG=FILE for exactly the two languages {sl} and {tl}, "
+                                  f"got {', '.join(sorted(center_on))}")
+            for lang, model in ((sl, enc), (tl, tgt_enc)):
+                sample = spaced_sample(read_lines(center_on[lang]), args.center_lines)
+                if not sample:
+                    raise EncodeError(f"--center-on {lang}={center_on[lang]}: no non-empty line")
+                means[lang] = model.embed(sample, lang, args.layer, args.batch_size).mean(0)
+        lang_cos = mean_cosine(means[sl], means[tl])
+        if args.center:
+            a, b = a - means[sl], b - means[tl]
         if args.procrustes:
             if not 0 < args.procrustes < len(src):
                 raise EncodeError(f"--procrustes {args.procrustes}: need fewer than the {len(src)} pairs")
@@ -79,9 +110,13 @@ def main(argv=None):
         print(f"xlm-ds-retrieval: error: {e}", file=sys.stderr)
         return 2
     s2t, t2s = p_at_1(a, b)
-    print(f"{sl}->{tl} P@1 {100 * s2t:.2f}   {tl}->{sl} P@1 {100 * t2s:.2f}   ({len(src)} pairs, layer {args.layer})")
+    centred = ("centred on " + ("other text" if center_on else "the files' own means") + ", ") if args.center else ""
+    print(f"{sl}->{tl} P@1 {100 * s2t:.2f}   {tl}->{sl} P@1 {100 * t2s:.2f}   ({len(src)} pairs, layer {args.layer}, "
+          f"{centred}cosine of the language means {lang_cos:.3f})")
     print(json.dumps({"src": sl, "tgt": tl, "layer": args.layer, "n": len(src), "procrustes_pairs": args.procrustes,
-                      "p_at_1_src2tgt": s2t, "p_at_1_tgt2src": t2s}))
+                      "center": (f"{sl}={center_on[sl]},{tl}={center_on[tl]}" if center_on else "self")
+                      if args.center else None,
+                      "lang_mean_cosine": lang_cos, "p_at_1_src2tgt": s2t, "p_at_1_tgt2src": t2s}))
     return 0
 
 
