@@ -681,8 +681,9 @@ def multilingual_data(steps: Steps, out: str, cfg: dict) -> str:
     return prepare(steps, os.path.join(out, "data"), mono, para, cfg["vocab_size"])
 
 
-def multilingual_text(out: str, cfg: dict) -> Tuple[Dict[str, Dict[str, str]], Dict[str, Dict[str, Tuple[str, str]]]]:
-    """(mono, para) text files, {split: {lang or pair: file(s)}}. en/de/fr: monolingual = disjoint thirds of Multi30k train + WMT news
+def multilingual_text(out: str, cfg: dict) -> Tuple[dict, dict]:
+    """(mono, para) text files, {split: {lang or pair: file(s)}}.
+    en/de/fr: monolingual = disjoint thirds of Multi30k train + WMT news
     2008-2013 (each language from other rows, so MLM never sees a sentence
     and its translation), parallel de-en and en-fr = all rows; valid =
     Multi30k val. FLORES and XNLI (the evaluation sets) are not used.
@@ -758,8 +759,8 @@ def retrieval_test_sets(cfg: dict, out: str) -> Dict[Tuple[str, str], Tuple[str,
 TEXT_MEANS = " (text means)"
 
 
-def eval_retrieval(steps: Steps, ckpt: str, run: str, cfg: dict, row: Dict[str, list], out: str,
-                   center=None, only: Sequence[str] = RETRIEVAL_SETS, cosines: Optional[Dict[str, list]] = None) -> None:
+def eval_retrieval(steps: Steps, ckpt: str, run: str, cfg: dict, row: Dict[str, list], out: str, center=None,
+                   only: Sequence[str] = RETRIEVAL_SETS, cosines: Optional[Dict[str, list]] = None) -> None:
     """xlm-ds-retrieval P@1 (%) both ways, de-en and fr-en, on each test set
     in ``only`` at each layer of cfg['retrieval_layers']; appended to row.
     ``center``: None = plain cosine; "self" = language-centred on each test

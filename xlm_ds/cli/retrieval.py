@@ -83,20 +83,23 @@ def main(argv=None):
         tgt_enc = SentenceEncoder.load(args.tgt_checkpoint, args.tgt_spm_model) if args.tgt_checkpoint else enc
         a = enc.embed(src, sl, args.layer, args.batch_size)
         b = tgt_enc.embed(tgt, tl, args.layer, args.batch_size)
-        means = {sl: a.mean(0), tl: b.mean(0)}
+        mean_a, mean_b = a.mean(0), b.mean(0)
         center_on = dict(args.center_on)
         if center_on:
             if set(center_on) != {sl, tl}:
                 raise EncodeError(f"--center-on: give LANG=FILE for exactly the two languages {sl} and {tl}, "
                                   f"got {', '.join(sorted(center_on))}")
-            for lang, model in ((sl, enc), (tl, tgt_enc)):
+
+            def text_mean(model, lang):
                 sample = spaced_sample(read_lines(center_on[lang]), args.center_lines)
                 if not sample:
                     raise EncodeError(f"--center-on {lang}={center_on[lang]}: no non-empty line")
-                means[lang] = model.embed(sample, lang, args.layer, args.batch_size).mean(0)
-        lang_cos = mean_cosine(means[sl], means[tl])
+                return model.embed(sample, lang, args.layer, args.batch_size).mean(0)
+
+            mean_a, mean_b = text_mean(enc, sl), text_mean(tgt_enc, tl)
+        lang_cos = mean_cosine(mean_a, mean_b)
         if args.center:
-            a, b = a - means[sl], b - means[tl]
+            a, b = a - mean_a, b - mean_b
         if args.procrustes:
             if not 0 < args.procrustes < len(src):
                 raise EncodeError(f"--procrustes {args.procrustes}: need fewer than the {len(src)} pairs")
