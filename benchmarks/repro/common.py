@@ -767,17 +767,15 @@ def eval_retrieval(steps: Steps, ckpt: str, run: str, cfg: dict, row: Dict[str, 
     file's own mean; {lang: text file} = centred on each language's mean over
     that text (columns end in TEXT_MEANS). ``cosines`` collects the cosine
     between the two languages' mean vectors (column "SET Lk xx-en")."""
-    tag, flags = "", []
-    if center == "self":
-        tag, flags = ".centred", ["--center"]
-    elif center:
-        tag = ".centred-text"
+    on_text = center not in (None, "self")
+    tag = ".centred-text" if on_text else ".centred" if center else ""
+    suffix = TEXT_MEANS if on_text else ""
     for (name, lang), (fx, fen) in retrieval_test_sets(cfg, out).items():
         if name not in only:
             continue
-        if center and center != "self":
-            flags = ["--center", "--center-on", f"{lang}={center[lang]}", "--center-on", f"en={center['en']}"]
-        suffix = TEXT_MEANS if tag == ".centred-text" else ""
+        flags = ["--center"] if center else []
+        if on_text:
+            flags += ["--center-on", f"{lang}={center[lang]}", "--center-on", f"en={center['en']}"]
         for layer in cfg["retrieval_layers"]:
             r = retrieval(steps, ckpt, (lang, fx), ("en", fen),
                           os.path.join(run, f"retrieval.{name}.{lang}-en.L{layer}{tag}.json"), layer,

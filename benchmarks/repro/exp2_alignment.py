@@ -9,7 +9,7 @@ alignment (Pan et al. 2021: TLM + MoCo contrastive sentence alignment,
     python benchmarks/repro/exp2_alignment.py --smoke    # 1-3 min, proves only that it runs
 
 Data: en/de/fr monolingual from disjoint thirds of Multi30k train + WMT
-news 2008-2013, de-en and en-fr pairs from all of it (common.multilingual_data).
+news 2008-2013, de-en and en-fr pairs from all of it (common.multilingual_text).
 ``--set data=varied`` adds later WMT news sets and the Tatoeba-Challenge
 pairs that share no sentence with any test set, so that fewer of the
 parallel pairs are image captions.
@@ -65,12 +65,12 @@ def main(argv=None):
     args = C.parse_args(__doc__, PRESETS, argv)
     cfg, out, t0 = args.cfg, C.out_dir(args, "exp2_alignment"), time.time()
     steps = C.Steps()
-    data = C.multilingual_data(steps, out, cfg)
+    mono, para = C.multilingual_text(out, cfg)  # mono train text also gives FLORES' second centring its means
+    data = C.prepare(steps, os.path.join(out, "data"), mono, para, cfg["vocab_size"])
     names = ["random", "MLM", "MLM+align", "MLM+TLM", "MLM+TLM+align"] + [TLM_2X] * bool(cfg["tlm_double"])
     rows = {name: {} for name in names}
     centred = {name: {} for name in names}
     offsets = {name: {} for name in names}
-    train_text = C.multilingual_text(out, cfg)[0]["train"]  # language means for FLORES' second centring
     for seed in args.seed_list:
         run = lambda name: os.path.join(out, "runs", name, f"seed{seed}")  # noqa: E731
         ckpts = {
@@ -86,7 +86,7 @@ def main(argv=None):
         for name, ckpt in ckpts.items():
             C.eval_retrieval(steps, ckpt, run(name), cfg, rows[name], out)
             C.eval_retrieval(steps, ckpt, run(name), cfg, centred[name], out, center="self", cosines=offsets[name])
-            C.eval_retrieval(steps, ckpt, run(name), cfg, centred[name], out, center=train_text, only=("FLORES",))
+            C.eval_retrieval(steps, ckpt, run(name), cfg, centred[name], out, center=mono["train"], only=("FLORES",))
     C.report("exp2_alignment", "exp2_alignment.py", args, out, "Retrieval P@1 (%)", "P@1 (%)",
              C.retrieval_groups(cfg), rows, t0=t0, steps=steps,
              extra={"retrieval_sentences": cfg["retrieval_max"] or "FLORES 1012, Tatoeba 1000",
