@@ -67,8 +67,9 @@ def test_manifest_counts_match_inputs(prepared, manifest, sample_dir):
             else:
                 assert e["lines"] == n_lines(os.path.join(sample_dir, f"{split}.{name}.gz"))
     assert manifest["splits"]["train"]["de-en"]["lines"] == 8000
-    # vocabulary sample: q from the per-language train counts, all 43,000 train sentences drawn
-    counts = {"de": 5000 + 8000, "en": 5000 + 8000 + 6000, "fr": 5000 + 6000}
+    # vocabulary sample (XLM): q from the monolingual train counts, all 15,000 drawn
+    counts = {"de": 5000, "en": 5000, "fr": 5000}
+    assert manifest["vocab_text"] == "mono"
     assert manifest["vocab_sampling"] == pytest.approx(smoothed_probs(counts, 0.5))
     assert sum(manifest["vocab_sentences"].values()) == sum(counts.values())
     assert manifest["alpha"] == 0.5
@@ -186,3 +187,18 @@ def test_fairseq_train_language_model(prepared):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "num_updates 2" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("vocab_text,counts", [
+    # English has monolingual text: only it; German has none: its parallel side
+    ("mono", {"de": 200, "en": 150}),
+    ("all", {"de": 200, "en": 150 + 200}),
+])
+def test_vocabulary_sample_text(tiny, tmp_path, vocab_text, counts):
+    out = tmp_path / "out"
+    assert main(["--mono", f"train:en={tiny / 'mono.en'}", "--para", f"train:de-en={tiny / 'train.de'},{tiny / 'train.en'}",
+                 "--out", str(out), "--vocab-size", "300", "--workers", "1", "--quiet", "--vocab-text", vocab_text]) == 0
+    m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert m["vocab_text"] == vocab_text
+    assert m["vocab_sampling"] == pytest.approx(smoothed_probs(counts, 0.5))
+    assert sum(m["vocab_sentences"].values()) == sum(counts.values())

@@ -4,12 +4,14 @@ only); per-update losses come from its own --ds-metrics-jsonl.
 * FAULT_KILL_AT_UPDATE=K    every rank SIGKILLs itself inside update K,
                             after backward, before the optimizer step
 * FAULT_NAN_AT_BATCHES=3,4  the loss of the 3rd and 4th batch is NaN
+* FAULT_SAMPLES=FILE        every training sample, per rank (sample_recorder.py)
 """
 import os
 import signal
 import sys
 
 import nan_injection  # noqa: E402  (this folder: the script's sys.path[0])
+import sample_recorder  # noqa: E402
 import xlm_ds  # noqa: F401
 from xlm_ds.engine.trainer import DeepSpeedTrainer
 
@@ -26,6 +28,7 @@ if KILL_AT:
     DeepSpeedTrainer._local_grad_norm_if_needed = _local_grad_norm_if_needed
 
 nan_injection.install()
+sample_recorder.install()
 
 if __name__ == "__main__":
     from xlm_ds.cli.train import main

@@ -6,6 +6,7 @@ wrapping a few fairseq/xlm_ds functions according to the environment:
 * FAULT_KILL_AT_UPDATE=K    SIGKILL itself inside update K, after backward,
                             before the optimizer step
 * FAULT_NAN_AT_BATCHES=3,4  the loss of the 3rd and 4th batch drawn is NaN
+* FAULT_SAMPLES=FILE        every training sample (sample_recorder.py)
 * FAULT_ENOSPC_ON_WRITE=N   the N-th checkpoint file write fails with ENOSPC
                             after 64 KiB
 """
@@ -16,6 +17,7 @@ import signal
 import sys
 
 import nan_injection  # noqa: E402  (this folder: the script's sys.path[0])
+import sample_recorder  # noqa: E402
 import xlm_ds  # noqa: F401  (the plugin; --user-dir imports the same module)
 from fairseq.trainer import Trainer
 
@@ -50,6 +52,7 @@ if KILL_AT:
     Trainer.clip_grad_norm = clip_grad_norm
 
 nan_injection.install()
+sample_recorder.install()
 
 if ENOSPC_ON:
     init = atomic._HashingWriter.__init__

@@ -30,7 +30,7 @@ def test_mlm_stream_crosses_sentence_boundaries(prepared_sample):
     assert int((full[1:] == d.eos()).sum()) >= 2
     # the stream is the corpus itself, in order: the first block holds the
     # first sentences of valid.en
-    mono = task.data.load("valid", "en", d)
+    mono = task.shards.first.load("valid", "en", d)
     first = torch.cat([mono[0], mono[1]])[:20]
     assert torch.equal(full[1:21][sample["target"][1:21].eq(d.pad())],
                        first[sample["target"][1:21].eq(d.pad())])
@@ -43,8 +43,8 @@ def test_tlm_resets_positions_and_tags_languages(prepared_sample):
     ds = task.dataset("valid").datasets["tlm"]
     d = task.dictionary
     s = ds[3]
-    src = task.data.load("valid", "de-en.de", d)[3]
-    tgt = task.data.load("valid", "de-en.en", d)[3]
+    src = task.shards.first.load("valid", "de-en.de", d)[3]
+    tgt = task.shards.first.load("valid", "de-en.en", d)[3]
     n_src = len(src) + 1
     assert s["positions"].tolist() == list(range(n_src)) + list(range(len(tgt) + 1))
     assert s["langs"].tolist() == [task.lang2id["de"]] * n_src + [task.lang2id["en"]] * (len(tgt) + 1)

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--alpha", type=float, default=0.5,
                    help="smoothing exponent: language i contributes q_i ∝ p_i^alpha of the vocabulary "
                    "sentences; 1 = natural shares, 0 = uniform (default: %(default)s, as in XLM)")
+    v.add_argument("--vocab-text", choices=("mono", "all"), default="mono",
+                   help="text the vocabulary sample is drawn from: mono = the monolingual train corpora, "
+                   "as XLM (a language with none contributes its parallel sides); all = both sides of "
+                   "the parallel train corpora too (default: %(default)s)")
     v.add_argument("--vocab-sentences", type=int, default=1_000_000, metavar="N",
                    help="total sentences drawn for vocabulary learning, capped by the number of train "
                    "sentences (default: %(default)s)")
@@ -128,7 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     cfg = PrepareConfig(
         out=args.out, vocab_size=args.vocab_size, model_type=args.model_type, alpha=args.alpha,
-        vocab_sentences=args.vocab_sentences, character_coverage=args.character_coverage,
+        vocab_sentences=args.vocab_sentences, vocab_text=args.vocab_text,
+        character_coverage=args.character_coverage,
         spm_model=args.spm_model, dict_path=args.dict_path, workers=args.workers, seed=args.seed,
         overwrite=args.overwrite, batch_lines=args.batch_lines, progress=not args.quiet,
         verbose=args.verbose, command=[PROG, *(sys.argv[1:] if argv is None else argv)],

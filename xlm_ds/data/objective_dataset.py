@@ -2,10 +2,14 @@
 dict of 1-D tensors (``source``, ``target``, ``langs``, optional
 ``positions``) and batches are right-padded to the longest sample.
 
-Randomness (masking) is drawn from a Generator seeded by (seed, epoch,
-index), so a sample is the same whichever worker builds it and whenever a
-resumed run rebuilds it.
+Randomness (masking, shuffles) is drawn from a Generator seeded by (the
+stream's seed, epoch, draw), so a sample is the same whichever worker builds
+it and whenever a resumed run rebuilds it, and differs between epochs.
+``draw`` is the sample's position in the epoch's stream (see
+``epoch_streams.py``): a block drawn twice in one epoch is masked twice,
+differently.
 """
+import zlib
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -13,7 +17,15 @@ import torch
 from fairseq.data import FairseqDataset, data_utils
 
 
+def stream_seed(seed: int, stream: str) -> int:
+    """A 32-bit seed of its own for each stream (``"mlm:en"``), so that two
+    languages' masks and resampling draws are not the same random numbers."""
+    return zlib.crc32(f"{seed}:{stream}".encode("utf-8"))
+
+
 class ObjectiveDataset(FairseqDataset):
+    """Subclasses implement ``build(index, draw)``."""
+
     objective: str = "?"
 
     def __init__(self, pad_idx: int, seed: int):
@@ -30,8 +42,14 @@ class ObjectiveDataset(FairseqDataset):
         super().set_epoch(epoch)
         self.epoch = epoch
 
-    def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, index])
+    def rng(self, draw: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, draw])
+
+    def __getitem__(self, index):
+        return self.build(index, index)
+
+    def build(self, index: int, draw: int) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
 
     def num_tokens(self, index):
         return int(self.sizes[index])

@@ -37,6 +37,35 @@ from .vocab_training import learn_vocabulary, write_spm_vocab
 logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("bpe", "unigram")
+VOCAB_TEXTS = ("mono", "all")
+
+
+def vocabulary_pools(datasets, stats, vocab_text: str):
+    """``(counts, pools)`` of the vocabulary sample: per language, the train
+    sentences it is drawn from and their files. XLM learns its BPE on
+    monolingual text (``mono``); a language without any keeps its parallel
+    sides, so that it still gets pieces. ``all`` adds the parallel sides of
+    every language."""
+    sides = {}  # lang -> [(path, lines, is_mono)]
+    for key, corpora in datasets.items():
+        if key[0] != "train":
+            continue
+        for c, st in zip(corpora, stats[key]):
+            if isinstance(c, MonoCorpus):
+                sides.setdefault(c.lang, []).append((c.path, st.lines, True))
+            else:
+                for lang, path in ((c.src, c.src_path), (c.tgt, c.tgt_path)):
+                    sides.setdefault(lang, []).append((path, st.lines, False))
+    counts: Dict[str, int] = {}
+    pools: Dict[str, List[str]] = {}
+    for lang, files in sides.items():
+        has_mono = any(is_mono for _, _, is_mono in files)
+        keep = [(p, n) for p, n, is_mono in files if is_mono or vocab_text == "all" or not has_mono]
+        if vocab_text == "mono" and not has_mono:
+            logger.info("vocabulary sample: %s has no monolingual train text; its parallel sides are used", lang)
+        counts[lang] = sum(n for _, n in keep)
+        pools[lang] = [p for p, _ in keep]
+    return counts, pools
 
 
 @dataclass
@@ -48,6 +77,7 @@ class PrepareConfig:
     model_type: str = "bpe"
     alpha: float = 0.5
     vocab_sentences: int = 1_000_000
+    vocab_text: str = "mono"
     character_coverage: float = 0.9995
     spm_model: Optional[str] = None
     dict_path: Optional[str] = None
@@ -72,6 +102,8 @@ def _check_config(cfg: PrepareConfig) -> None:
         raise PrepareError(f"--vocab-size {cfg.vocab_size}; expected an integer >= 8")
     if not (cfg.alpha >= 0 and cfg.alpha == cfg.alpha and cfg.alpha != float("inf")):
         raise PrepareError(f"--alpha {cfg.alpha}; expected a finite number >= 0 (XLM uses 0.5, XLM-R 0.3)")
+    if cfg.vocab_text not in VOCAB_TEXTS:
+        raise PrepareError(f"--vocab-text {cfg.vocab_text!r}; expected one of {', '.join(VOCAB_TEXTS)}")
     if cfg.vocab_sentences < 1:
         raise PrepareError(f"--vocab-sentences {cfg.vocab_sentences}; expected an integer >= 1")
     if not (0 < cfg.character_coverage <= 1):
@@ -129,16 +161,7 @@ def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
     for key, corpora in datasets.items():
         stats[key] = [scan(c.paths) for c in corpora]
         logger.info("checked %s.%s: %d sentences", key[0], key[1], sum(s.lines for s in stats[key]))
-    lang_counts: Dict[str, int] = {}
-    pools: Dict[str, List[str]] = {}
-    for key, corpora in datasets.items():
-        if key[0] != "train":
-            continue
-        for c, st in zip(corpora, stats[key]):
-            sides = [(c.lang, c.path)] if isinstance(c, MonoCorpus) else [(c.src, c.src_path), (c.tgt, c.tgt_path)]
-            for lang, path in sides:
-                lang_counts[lang] = lang_counts.get(lang, 0) + st.lines
-                pools.setdefault(lang, []).append(path)
+    lang_counts, pools = vocabulary_pools(datasets, stats, cfg.vocab_text)
     if not reuse and not lang_counts:
         raise PrepareError(
             "no train corpus; expected at least one train:... corpus to learn the vocabulary from "
@@ -229,6 +252,7 @@ def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
             "alpha": float(cfg.alpha),
             "vocab_sampling": sampling["probs"],
             "vocab_sentences": sampling["draws"],
+            "vocab_text": None if reuse else cfg.vocab_text,
             "languages": spec.languages,
             "pairs": spec.pairs,
             "splits": splits,
@@ -253,4 +277,4 @@ def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
     return {"format_version": 1, **manifest}
 
 
-__all__ = ["PrepareConfig", "prepare", "MODEL_TYPES"]
+__all__ = ["PrepareConfig", "prepare", "MODEL_TYPES", "VOCAB_TEXTS"]

@@ -43,13 +43,13 @@ class MaskedStreamDataset(ObjectiveDataset):
     def __len__(self):
         return len(self.blocks)
 
-    def __getitem__(self, index):
+    def build(self, index, draw):
         block = self.blocks[index].numpy()
         tokens = np.concatenate([[self.bos], block])
         maskable = np.ones(len(tokens), dtype=bool)
         maskable[0] = False
         source, target = mask_tokens(
-            tokens, maskable, self.masking, self.rng(index), self.token_weights
+            tokens, maskable, self.masking, self.rng(draw), self.token_weights
         )
         return {
             "id": index,
@@ -75,7 +75,7 @@ class CausalStreamDataset(ObjectiveDataset):
     def __len__(self):
         return len(self.blocks)
 
-    def __getitem__(self, index):
+    def build(self, index, draw):
         block = self.blocks[index]
         source = torch.cat([block.new_tensor([self.bos]), block[:-1]])
         return {

@@ -49,13 +49,13 @@ class TLMPairDataset(ObjectiveDataset):
             tokens = np.concatenate([tokens[: self.side_max - 1], tokens[-1:]])
         return tokens
 
-    def __getitem__(self, index):
+    def build(self, index, draw):
         a, b = self._side(self.src[index]), self._side(self.tgt[index])
         tokens = np.concatenate([a, b])
         maskable = np.ones(len(tokens), dtype=bool)
         maskable[[0, len(a)]] = False
         source, target = mask_tokens(
-            tokens, maskable, self.masking, self.rng(index), self.token_weights
+            tokens, maskable, self.masking, self.rng(draw), self.token_weights
         )
         langs = np.concatenate(
             [np.full(len(a), self.src_lang_id), np.full(len(b), self.tgt_lang_id)]

@@ -413,7 +413,12 @@ def run(cfg, ds, metrics_jsonl: Optional[str] = None):
         if should_stop:
             break
         lr = trainer.lr_step(epoch_itr.epoch, valid_losses[0])
-        epoch_itr = trainer.get_train_iterator(epoch_itr.next_epoch_idx, load_dataset=True)
+        # as fairseq-train: the data is reloaded only when it is sharded; an
+        # unsharded task's datasets redraw their samples in set_epoch
+        sharded = task.has_sharded_data("train")
+        epoch_itr = trainer.get_train_iterator(
+            epoch_itr.next_epoch_idx, load_dataset=sharded, disable_iterator_cache=sharded
+        )
     train_meter.stop()
     logger.info("done training in %.1f seconds", train_meter.sum)
     return trainer

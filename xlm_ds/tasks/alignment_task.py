@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fairseq import metrics
-from fairseq.data import ConcatDataset, RoundRobinZipDatasets, data_utils
+from fairseq.data import data_utils
 from fairseq.tasks import register_task
 
-from ..data.objective_dataset import ObjectiveDataset
+from ..data.epoch_streams import StreamConcat
+from ..data.objective_dataset import ObjectiveDataset, stream_seed
 from ..methods.augment import shuffle_tokens
 from ..methods.contrastive import KeyQueue, info_nce, make_key_encoder, momentum_update, pool
 from .xlm_task import XLMTask, XLMTaskConfig
@@ -68,8 +69,8 @@ class AlignPairDataset(ObjectiveDataset):
             tokens = np.concatenate([tokens[: self.max_tokens - 1], tokens[-1:]])
         return tokens
 
-    def __getitem__(self, index):
-        q, shuffled = shuffle_tokens(self._side(self.query[index]), self.shuffle_rate, self.rng(index))
+    def build(self, index, draw):
+        q, shuffled = shuffle_tokens(self._side(self.query[index]), self.shuffle_rate, self.rng(draw))
         return {"id": index, "source": torch.from_numpy(q).long(),
                 "key": torch.from_numpy(self._side(self.key[index])).long(),
                 "query_lang": self.query_lang, "key_lang": self.key_lang, "shuffled": shuffled}
@@ -95,12 +96,12 @@ class AlignPairDataset(ObjectiveDataset):
 class AlignXLMTask(XLMTask):
     cfg: AlignTaskConfig
 
-    def __init__(self, cfg, data, dictionary):
-        super().__init__(cfg, data, dictionary)
-        pairs = [p for p in cfg.align_pairs.split(",") if p] or list(data.pairs)
+    def __init__(self, cfg, shards, dictionary):
+        super().__init__(cfg, shards, dictionary)
+        pairs = [p for p in cfg.align_pairs.split(",") if p] or list(shards.pairs)
         for p in pairs:
-            if p not in data.pairs:
-                raise ValueError(f"--align-pairs: {p} is not in the data directory (pairs: {', '.join(data.pairs)})")
+            if p not in shards.pairs:
+                raise ValueError(f"--align-pairs: {p} is not in the data (pairs: {', '.join(shards.pairs)})")
         if not pairs:
             raise ValueError("xlm_align needs parallel data: the data directory has no pairs")
         if cfg.align_pooling not in ("mean", "cls"):
@@ -110,23 +111,24 @@ class AlignXLMTask(XLMTask):
         self.queue = None
         self._momentum_step = None
 
-    def _align_dataset(self, pair, split):
+    def stream_keys(self):
+        return sorted(set(super().stream_keys()) | set(self.align_pairs))
+
+    def _align_dataset(self, data, pair, split):
         a, b = pair.split("-")
         query_lang, key_lang = (b, a) if a == self.cfg.align_key_lang else (a, b)
         d = self.dictionary
-        q = self.data.load(split, f"{pair}.{query_lang}", d)
-        k = self.data.load(split, f"{pair}.{key_lang}", d)
+        q = data.load(split, f"{pair}.{query_lang}", d)
+        k = data.load(split, f"{pair}.{key_lang}", d)
         return AlignPairDataset(q, k, self.lang2id[query_lang], self.lang2id[key_lang], d.bos(), d.pad(),
-                                self.cfg.tokens_per_sample // 2, self.cfg.seed,
+                                self.cfg.tokens_per_sample // 2, stream_seed(self.cfg.seed, f"align:{pair}"),
                                 self.cfg.align_shuffle_rate if split.startswith("train") else 0.0)
 
-    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        super().load_dataset(split, epoch, combine, **kwargs)
-        parts = [self._align_dataset(p, split) for p in self.align_pairs if self.data.has(split, "tlm", p)]
-        if parts:
-            streams = OrderedDict(self.datasets[split].datasets)
-            streams["align"] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-            self.datasets[split] = RoundRobinZipDatasets(streams)
+    def extra_streams(self, data, split, epoch):
+        parts = [self._align_dataset(data, p, split) for p in self.align_pairs if data.has(split, p)]
+        if not parts:
+            return OrderedDict()
+        return OrderedDict(align=parts[0] if len(parts) == 1 else StreamConcat(parts))
 
     # ---- the contrastive objective -----------------------------------------
     def _embed(self, model, side):

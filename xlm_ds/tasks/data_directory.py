@@ -37,8 +37,9 @@ class DataDirectory:
         dictionary.add_symbol("<mask>")
         return dictionary
 
-    def has(self, split: str, kind: str, key: str) -> bool:
-        return key in self.manifest.get("splits", {}).get(split, {})
+    def has(self, split: str, name: str) -> bool:
+        """Whether ``split`` holds language (or pair) ``name``."""
+        return name in self.manifest.get("splits", {}).get(split, {})
 
     def load(self, split: str, name: str, dictionary: Dictionary):
         prefix = os.path.join(self.path, f"{split}.{name}")

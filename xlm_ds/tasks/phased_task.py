@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import List, Tuple
 
 from fairseq import metrics
-from fairseq.data import RoundRobinZipDatasets
 from fairseq.tasks import register_task
+
 
 from .objectives import Objective, ObjectiveError, parse_objectives
 from .xlm_task import XLMTask, XLMTaskConfig
@@ -65,9 +65,9 @@ def stream_name(obj: Objective) -> str:
 class PhasedXLMTask(XLMTask):
     cfg: PhasedTaskConfig
 
-    def __init__(self, cfg, data, dictionary):
-        super().__init__(cfg, data, dictionary)
-        self.phases = parse_phases(cfg.phases, data.mono_languages, data.pairs)
+    def __init__(self, cfg, shards, dictionary):
+        super().__init__(cfg, shards, dictionary)
+        self.phases = parse_phases(cfg.phases, shards.mono_languages, shards.pairs)
         unique = OrderedDict()
         for _, objs in self.phases:
             for o in objs:
@@ -93,22 +93,11 @@ class PhasedXLMTask(XLMTask):
         self.current_phase = index
         self.objectives = self.phases[index][1]
 
-    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        keep = self.objectives
-        streams = OrderedDict()
-        try:
-            for obj in self.all_objectives:
-                self.objectives = [obj]
-                try:
-                    super().load_dataset(split, epoch, combine, **kwargs)
-                except FileNotFoundError:
-                    continue
-                streams[stream_name(obj)] = self.datasets[split].datasets[obj.kind]
-        finally:
-            self.objectives = keep
-        if not streams:
-            raise FileNotFoundError(f"split {split!r}: no data for any objective of --phases {self.cfg.phases!r}")
-        self.datasets[split] = RoundRobinZipDatasets(streams)
+    def stream_objectives(self):
+        return self.all_objectives
+
+    def stream_name(self, obj):
+        return stream_name(obj)
 
     def _phase_sample(self, sample):
         if not sample:

@@ -30,7 +30,6 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 
 import torch
-from fairseq import utils
 from fairseq.data import LanguagePairDataset, NoisingDataset, RoundRobinZipDatasets, data_utils
 from fairseq.logging import metrics
 from fairseq.sequence_generator import SequenceGenerator
@@ -39,7 +38,7 @@ from fairseq.tasks.online_backtranslation import PiecewiseLinearFn
 from fairseq.tasks.translation import TranslationConfig
 from omegaconf import II
 
-from .data_directory import DataDirectory
+from .data_shards import DataShards
 from .xlm_translation import XLMTranslationTask
 
 logger = logging.getLogger(__name__)
@@ -81,14 +80,16 @@ class XLMUnsupervisedMTTask(XLMTranslationTask):
     @classmethod
     def setup_task(cls, cfg, **kwargs):
         task = super().setup_task(cfg, **kwargs)
-        data = DataDirectory(utils.split_paths(cfg.data)[0])
-        missing = [l for l in task.mono_langs if not data.has("train", "mono", l)]
-        if missing:
-            raise ValueError(
-                f"{data.path}: no monolingual training data for {', '.join(missing)} "
-                f"(manifest.json lists {', '.join(data.mono_languages) or 'none'}); "
-                "unsupervised MT needs train.<lang> for both languages (xlm-ds-prepare --mono)"
-            )
+        task.shards = DataShards.from_data_arg(cfg.data)
+        for i, data in enumerate(task.shards.dirs):
+            missing = [lang for lang in task.mono_langs if not data.has("train", lang)]
+            if missing:
+                raise ValueError(
+                    f"{data.path}: no monolingual training data for {', '.join(missing)} "
+                    f"(manifest.json lists {', '.join(data.mono_languages) or 'none'}); "
+                    "unsupervised MT needs train.<lang> for both languages (xlm-ds-prepare --mono)"
+                    + (f" in every shard (this is shard {i})" if len(task.shards) > 1 else "")
+                )
         return task
 
     def other_language(self, lang: str) -> str:
@@ -98,14 +99,15 @@ class XLMUnsupervisedMTTask(XLMTranslationTask):
     # -- data -------------------------------------------------------------
 
     def has_sharded_data(self, split):
-        # reloads the training set every epoch, so auto-encoding noise is
-        # drawn afresh each epoch rather than fixed per sentence
+        # reloads the training set every epoch (from the epoch's shard), so
+        # auto-encoding noise is drawn afresh each epoch, seeded by
+        # (seed, epoch, index), rather than fixed per sentence
         return split == self.cfg.train_subset
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         if split != self.cfg.train_subset:
             return super().load_dataset(split, epoch=epoch, combine=combine, **kwargs)
-        data = DataDirectory(utils.split_paths(self.cfg.data)[0])
+        data = self.shards.for_split(split, epoch, train=True)
         parts = OrderedDict()
         for lang in self.mono_langs:
             clean = data.load(split, lang, self.src_dict)

@@ -2,35 +2,34 @@
 objectives mixed in one run (Lample & Conneau 2019).
 
 Each objective is one stream of batches; languages inside a stream are
-resampled each epoch with q_i ∝ p_i^α (``--lang-sampling-alpha``) so
+resampled every epoch (q_i ∝ p_i^α, or UniMax: ``language_mix.py``) so
 low-resource languages are seen more often than their share of the data.
+Masks, shuffles and draws are functions of (seed, stream, epoch, draw): every
+epoch is new, and a resumed run rebuilds exactly the samples it would have
+seen. ``DATA=d0:d1`` trains epoch e on shard (e-1) mod N (``data_shards.py``).
 One update runs a batch of every objective and averages each objective's
 loss over its own predicted tokens (as XLM does), so a CLM batch that
 predicts every token does not outweigh an MLM batch that predicts 15%.
 """
 import logging
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import List, Optional
 
 import numpy as np
 import torch
-from fairseq.data import (
-    ConcatDataset,
-    Dictionary,
-    ResamplingDataset,
-    RoundRobinZipDatasets,
-    data_utils,
-)
-from fairseq.dataclass import FairseqDataclass
+from fairseq.data import Dictionary
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING, open_dict
 
-from ..data.alpha_sampling import smoothed_probs
+from ..data.epoch_streams import EpochZipDatasets, StreamConcat, StreamResampling
 from ..data.masking import MaskingConfig, frequency_weights
+from ..data.objective_dataset import stream_seed
 from ..data.stream_datasets import CausalStreamDataset, MaskedStreamDataset, token_blocks
 from ..data.tlm_dataset import TLMPairDataset
-from .data_directory import DataDirectory
+from .data_shards import DataShards
+from .language_mix import METHODS, UNITS, LanguageMix, resampled_sizes
 from .objectives import parse_objectives
 
 logger = logging.getLogger(__name__)
@@ -47,8 +46,26 @@ class XLMTaskConfig(FairseqDataclass):
             "monolingual languages, bare 'tlm' = all pairs"
         },
     )
+    lang_sampling: ChoiceEnum(METHODS) = field(
+        default="alpha",
+        metadata={"help": "how the languages of an objective share its batches: alpha (q_i ∝ p_i^alpha, "
+                  "XLM) or unimax (uniform over languages, capped at --unimax-max-epochs; Chung et al. 2023)"},
+    )
     lang_sampling_alpha: float = field(
         default=0.7, metadata={"help": "q_i ∝ p_i^alpha language sampling in training batches"}
+    )
+    lang_sampling_unit: ChoiceEnum(UNITS) = field(
+        default="sentences",
+        metadata={"help": "what p_i counts for alpha sampling: sentences (pairs for TLM; XLM's "
+                  "set_sampling_probs) or tokens"},
+    )
+    unimax_max_epochs: float = field(
+        default=1.0, metadata={"help": "UniMax: at most this many passes over a language's data in the run"}
+    )
+    unimax_budget: int = field(
+        default=0,
+        metadata={"help": "UniMax: samples of each objective stream over the whole run; 0 = --max-update "
+                  "× --batch-size × ranks × --update-freq (or --max-epoch passes)"},
     )
     tokens_per_sample: int = field(
         default=256, metadata={"help": "stream length for MLM/CLM; token budget of a TLM pair"}
@@ -75,20 +92,27 @@ class XLMTaskConfig(FairseqDataclass):
         },
     )
     seed: int = II("common.seed")
+    # the run's length, for UniMax's budget
+    max_update: int = II("optimization.max_update")
+    max_epoch: int = II("optimization.max_epoch")
+    batch_size: Optional[int] = II("dataset.batch_size")
+    update_freq: List[int] = II("optimization.update_freq")
+    distributed_world_size: int = II("distributed_training.distributed_world_size")
 
 
 @register_task("xlm", dataclass=XLMTaskConfig)
 class XLMTask(FairseqTask):
     cfg: XLMTaskConfig
 
-    def __init__(self, cfg: XLMTaskConfig, data: DataDirectory, dictionary: Dictionary):
+    def __init__(self, cfg: XLMTaskConfig, shards: DataShards, dictionary: Dictionary):
         super().__init__(cfg)
-        self.data = data
+        self.shards = shards
         self.dictionary = dictionary
         self.mask_idx = dictionary.index("<mask>")
-        self.languages = data.languages
+        self.languages = shards.languages
         self.lang2id = {lang: i for i, lang in enumerate(self.languages)}
-        self.objectives = parse_objectives(cfg.objectives, data.mono_languages, data.pairs)
+        self.objectives = parse_objectives(cfg.objectives, shards.mono_languages, shards.pairs)
+        self.mix = LanguageMix.from_cfg(cfg)
         self.state.merge_state_dict(
             {"dictionary_symbols": list(dictionary.symbols), "languages": list(self.languages)}
         )
@@ -109,12 +133,19 @@ class XLMTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: XLMTaskConfig, **kwargs):
-        data = DataDirectory(cfg.data.split(os.pathsep)[0])
-        dictionary = data.load_dictionary()
+        shards = DataShards.from_data_arg(cfg.data)
+        dictionary = shards.load_dictionary()
         logger.info(
-            "dictionary: %d types; languages: %s", len(dictionary), ", ".join(data.languages)
+            "dictionary: %d types; languages: %s; %d shard(s)", len(dictionary), ", ".join(shards.languages),
+            len(shards),
         )
-        return cls(cfg, data, dictionary)
+        task = cls(cfg, shards, dictionary)
+        shards.warn_missing("train", task.stream_keys())
+        return task
+
+    def stream_keys(self) -> List[str]:
+        """Every language/pair the objectives read (for the shard warnings)."""
+        return sorted({key for obj in self.stream_objectives() for key in obj.keys})
 
     @property
     def source_dictionary(self):
@@ -142,65 +173,94 @@ class XLMTask(FairseqTask):
         return model
 
     # ---- data -------------------------------------------------------------
-    def _objective_dataset(self, kind, key, split, epoch):
+    def _raw(self, data, split, kind, key):
+        """The binarized datasets a stream reads: one (mono) or two (pair sides)."""
+        names = [f"{key}.{side}" for side in key.split("-")] if kind == "tlm" else [key]
+        return [data.load(split, name, self.dictionary) for name in names]
+
+    def _objective_dataset(self, kind, key, raw):
         d = self.dictionary
-        seed = self.cfg.seed
+        seed = stream_seed(self.cfg.seed, f"{kind}:{key}")
         if kind == "tlm":
             src, tgt = key.split("-")
-            src_ds = self.data.load(split, f"{key}.{src}", d)
-            tgt_ds = self.data.load(split, f"{key}.{tgt}", d)
             return TLMPairDataset(
-                src_ds, tgt_ds, self.lang2id[src], self.lang2id[tgt], d.bos(),
+                raw[0], raw[1], self.lang2id[src], self.lang2id[tgt], d.bos(),
                 self.masking, self.cfg.tokens_per_sample, seed, self.token_weights,
             )
-        mono = self.data.load(split, key, d)
         if kind == "mlm":
-            blocks = token_blocks(mono, self.cfg.tokens_per_sample - 1, d.pad(), d.eos())
+            blocks = token_blocks(raw[0], self.cfg.tokens_per_sample - 1, d.pad(), d.eos())
             return MaskedStreamDataset(
                 blocks, self.lang2id[key], d.bos(), self.masking, seed, self.token_weights
             )
-        blocks = token_blocks(mono, self.cfg.tokens_per_sample, d.pad(), d.eos())
+        blocks = token_blocks(raw[0], self.cfg.tokens_per_sample, d.pad(), d.eos())
         return CausalStreamDataset(blocks, self.lang2id[key], d.bos(), d.pad(), seed)
 
-    def _resample(self, datasets, epoch):
-        """Upsample/downsample each language to its share q_i of the stream."""
-        sizes = {k: len(ds) for k, ds in datasets.items()}
-        probs = smoothed_probs(sizes, self.cfg.lang_sampling_alpha)
-        total = sum(sizes.values())
-        logger.info(
-            "language sampling (alpha=%g): %s", self.cfg.lang_sampling_alpha,
-            ", ".join(f"{k} {p:.3f}" for k, p in probs.items()),
+    def _resample(self, kind, streams, raws, epoch, length):
+        """Each language's share q_i of a stream of ``length`` samples, drawn
+        afresh every epoch (StreamResampling: with replacement)."""
+        samples = {k: len(ds) for k, ds in streams.items()}
+        probs = self.mix.probabilities(
+            kind,
+            sentences={k: len(raw[0]) for k, raw in raws.items()},
+            tokens={k: int(sum(int(r.sizes.sum()) for r in raw)) for k, raw in raws.items()},
+            samples=samples,
+            length=length,
+            num_shards=len(self.shards),
         )
+        ratios = resampled_sizes(probs, samples, length)
         return [
-            ResamplingDataset(
-                ds, replace=True, size_ratio=probs[k] * total / len(ds),
-                seed=self.cfg.seed, epoch=epoch,
-            )
-            for k, ds in datasets.items()
+            StreamResampling(ds, size_ratio=ratios[k], seed=stream_seed(self.cfg.seed, f"resample:{kind}:{k}"),
+                             epoch=epoch)
+            for k, ds in streams.items()
+            if ratios[k] > 0
         ]
 
+    # what load_dataset zips; xlm_phased and xlm_align change these
+    def stream_objectives(self):
+        return self.objectives
+
+    def stream_name(self, obj):
+        return obj.kind
+
+    def extra_streams(self, data, split, epoch):
+        return OrderedDict()
+
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
-        streams = OrderedDict()
-        for obj in self.objectives:
-            per_key = OrderedDict(
-                (key, self._objective_dataset(obj.kind, key, split, epoch))
-                for key in obj.keys
-                if self.data.has(split, obj.kind, key)
+        """One stream per objective (and the extra ones), zipped: an update
+        takes one batch of each. The epoch is as long as the longest stream;
+        a resampled stream draws that many samples (rather than wrapping
+        around a shorter set of draws), so every sample of an epoch is a
+        fresh draw; an unresampled shorter stream wraps around its data."""
+        train = split.startswith("train")
+        data = self.shards.for_split(split, epoch, train)
+        extra = self.extra_streams(data, split, epoch)
+        built = OrderedDict()
+        for obj in self.stream_objectives():
+            raws = OrderedDict(
+                (key, self._raw(data, split, obj.kind, key)) for key in obj.keys if data.has(split, key)
             )
+            per_key = OrderedDict((k, self._objective_dataset(obj.kind, k, raw)) for k, raw in raws.items())
             per_key = OrderedDict((k, ds) for k, ds in per_key.items() if len(ds) > 0)
-            if not per_key:
+            if per_key:
+                built[obj] = (per_key, raws)
+            elif not (train and len(self.shards) > 1):  # a shard without it: warned at start-up
                 logger.warning("no %s data for %s in split %s", obj.kind, ",".join(obj.keys), split)
-                continue
-            parts = list(per_key.values())
-            if split.startswith("train") and len(parts) > 1:
-                parts = self._resample(per_key, epoch)
-            streams[obj.kind] = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-        if not streams:
+        if not built and not extra:
             raise FileNotFoundError(
-                f"split {split!r}: no data in {self.data.path} for any objective of "
-                f"--objectives {self.cfg.objectives!r}"
+                f"split {split!r}: no data in {data.path} for any objective of the task "
+                f"({' '.join(self.stream_name(o) for o in self.stream_objectives())})"
             )
-        self.datasets[split] = RoundRobinZipDatasets(streams)
+        length = max([len(ds) for ds in extra.values()]
+                     + [sum(len(ds) for ds in per_key.values()) for per_key, _ in built.values()])
+        streams = OrderedDict()
+        for obj, (per_key, raws) in built.items():
+            parts = list(per_key.values())
+            if train and len(parts) > 1:
+                parts = self._resample(obj.kind, per_key, raws, epoch, length)
+            streams[self.stream_name(obj)] = parts[0] if len(parts) == 1 else StreamConcat(parts)
+        streams.update(extra)
+        self.datasets[split] = EpochZipDatasets(streams)
+        self.datasets[split].set_epoch(epoch)
 
     def filter_indices_by_size(self, indices, dataset, max_positions=None, ignore_invalid_inputs=False):
         # Samples are cut to --tokens-per-sample when built, and build_model
