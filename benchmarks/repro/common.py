@@ -376,7 +376,7 @@ def pretrain(steps: Steps, data: str, save_dir: str, seed: int, updates: int, ob
     obj = ["--phases", objectives] if task == "xlm_phased" else ["--objectives", objectives]
     args = ["--task", task, "--arch", preset["arch"], "--criterion", "xlm_lm", *obj,
             "--tokens-per-sample", str(preset["tokens_per_sample"]), "--batch-size", str(preset["batch_size"]),
-            *extra]
+            *precision_flags(preset), *extra]
     train(steps, data, save_dir, seed, updates, args, lr=preset.get("lr", 5e-4), validate=validate)
     return os.path.join(save_dir, "checkpoint_best.pt" if validate else "checkpoint_last.pt")
 
@@ -423,7 +423,8 @@ def finetune_mt(steps: Steps, data: str, save_dir: str, seed: int, src: str, tgt
             "--max-source-positions", str(preset["tokens_per_sample"]),
             "--max-target-positions", str(preset["tokens_per_sample"]),
             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-            "--max-tokens", str(preset["max_tokens"]), "--skip-invalid-size-inputs-valid-test"]
+            "--max-tokens", str(preset["max_tokens"]), "--skip-invalid-size-inputs-valid-test",
+            *precision_flags(preset)]
     if init:
         args += ["--init-encoder", init, "--init-decoder", init]
     train(steps, data, save_dir, seed, preset["finetune_updates"], args, lr=preset.get("lr", 5e-4), validate=True)
@@ -493,6 +494,24 @@ def validate_ppl(steps: Steps, data: str, ckpt: str, subset: str, result: str, b
 # command line, presets, seeds, reporting
 
 
+def _precision_module():
+    """xlm_ds/cli/precision.py, loaded without importing the xlm_ds package
+    (which imports fairseq)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_xlm_ds_precision", os.path.join(USER_DIR, "cli", "precision.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+PRECISION = _precision_module()
+
+
+def precision_flags(preset: dict) -> List[str]:
+    return PRECISION.train_flags(preset.get("precision", "fp32"))
+
+
 def parse_args(doc: str, presets: Dict[str, dict], argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -503,6 +522,7 @@ def parse_args(doc: str, presets: Dict[str, dict], argv=None) -> argparse.Namesp
     p.add_argument("--out", default=None, help="output directory (default: benchmarks/out/repro/EXP[-smoke])")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one preset value (repeatable), e.g. --set pretrain_updates=2000")
+    PRECISION.add_argument(p)
     args = p.parse_args(argv)
     cfg = dict(presets[args.preset])
     for kv in args.set:
@@ -510,6 +530,8 @@ def parse_args(doc: str, presets: Dict[str, dict], argv=None) -> argparse.Namesp
         if k not in cfg:
             p.error(f"--set {k}: not a preset key ({', '.join(sorted(cfg))})")
         cfg[k] = type(cfg[k])(v) if not isinstance(cfg[k], (list, tuple)) else [type(cfg[k][0])(x) for x in v.split(",")]
+    cfg["precision"], why = PRECISION.resolve(args.precision)
+    print(f"precision: {cfg['precision']} ({why})", flush=True)
     args.cfg = cfg
     args.seed_list = [int(s) for s in str(args.seeds or cfg["seeds"]).split(",") if s]
     return args
@@ -524,7 +546,7 @@ def out_dir(args: argparse.Namespace, name: str) -> str:
 def setting(args: argparse.Namespace) -> str:
     """The preset and its --set overrides, for table and plot titles (a
     variant must not be labelled as the plain preset)."""
-    return f"{args.preset} preset" + "".join(f", {kv}" for kv in args.set)
+    return f"{args.preset} preset, {args.cfg['precision']}" + "".join(f", {kv}" for kv in args.set)
 
 
 def command_line(script: str, args: argparse.Namespace) -> str:
@@ -534,6 +556,8 @@ def command_line(script: str, args: argparse.Namespace) -> str:
     if args.seeds:
         parts.append(f"--seeds {args.seeds}")
     parts += [f"--set {s}" for s in args.set]
+    if args.precision != "auto":
+        parts.append(f"--precision {args.precision}")
     if args.out:
         parts.append(f"--out {args.out}")
     return " ".join(parts)

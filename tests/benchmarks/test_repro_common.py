@@ -86,11 +86,25 @@ def test_same_command_allows_another_interpreter_path():
 
 def test_overridden_preset_is_labelled_with_its_overrides():
     presets = {"default": dict(lr=5e-4, seeds="1")}
-    plain = C.parse_args("doc", presets, [])
-    varied = C.parse_args("doc", presets, ["--set", "lr=1e-3"])
-    assert C.setting(plain) == "default preset"
-    assert C.setting(varied) == "default preset, lr=1e-3"
+    plain = C.parse_args("doc", presets, ["--precision", "fp32"])
+    varied = C.parse_args("doc", presets, ["--set", "lr=1e-3", "--precision", "bf16"])
+    assert C.setting(plain) == "default preset, fp32"
+    assert C.setting(varied) == "default preset, bf16, lr=1e-3"
     assert varied.cfg["lr"] == 1e-3
+    assert "--precision bf16" in C.command_line("x.py", varied)
+
+
+def test_precision_auto_follows_the_cpu_flags():
+    P = C.PRECISION
+    assert P.resolve("auto", {"avx512f", "avx512_bf16"})[0] == "bf16"
+    assert P.resolve("auto", {"amx_bf16"})[0] == "bf16"
+    assert P.resolve("auto", {"avx2", "avx512f"}) == (
+        "fp32", "--precision auto: the CPU has no native bf16 instructions (avx512_bf16, amx_bf16 or Arm bf16)")
+    assert P.resolve("fp32", {"avx512_bf16"})[0] == "fp32"
+    assert P.train_flags("bf16") == ["--autocast-bf16"] and P.train_flags("fp32") == []
+    preset = {"arch": "xlm_tiny", "tokens_per_sample": 32, "batch_size": 2, "precision": "bf16"}
+    cmd = C.train_cmd("d", "s", 1, 1, ["--task", "xlm", *C.precision_flags(preset)])
+    assert cmd.count("--autocast-bf16") == 1
 
 
 def test_corpus_exclude_drops_held_out_sentences_in_either_side(tmp_path):

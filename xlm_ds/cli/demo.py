@@ -14,6 +14,10 @@ import subprocess
 import sys
 import time
 
+from .precision import add_argument as add_precision_argument
+from .precision import resolve as resolve_precision
+from .precision import train_flags
+
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample_corpus")
 USER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,7 +56,10 @@ def main(argv=None):
     p.add_argument("--target-lang", default="en")
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
+    add_precision_argument(p)
     args = p.parse_args(argv)
+    precision, why = resolve_precision(args.precision)
+    print(f"precision: {precision} ({why})", flush=True)
 
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
@@ -74,7 +81,8 @@ def main(argv=None):
               # the same optimisation for pretraining and fine-tuning
               "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "5e-4",
               "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "200", "--clip-norm", "1.0",
-              "--validate-interval-updates", "500", "--save-interval-updates", "500"]
+              "--validate-interval-updates", "500", "--save-interval-updates", "500",
+              *train_flags(precision)]
 
     print("== 2/4 pretrain: MLM on en/de/fr + TLM on de-en/en-fr", flush=True)
     pretrained = os.path.join(pre_dir, "checkpoint_best.pt")

@@ -8,12 +8,21 @@ initialisation) and fairseq RoBERTa/XLM-R checkpoints load into xlm_ds
 module because SDPA picks the fused kernel of the platform (flash/mem-efficient
 on CUDA, the fused CPU kernel otherwise) and handles the causal mask of CLM
 without materialising it.
+
+One exception: training on a CPU with attention dropout. SDPA's fused CPU
+kernel has no dropout, so SDPA falls back to its math path, which draws the
+dropout mask with ``bernoulli_`` element by element: 61 ms for the forward and
+backward of one 8 × 256-token, 8-head layer in bf16, against 20 ms for the
+same math here with the cheap mask of ``dropout.py`` (the scores are
+materialised either way).
 """
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .dropout import dropout
 
 
 class SelfAttention(nn.Module):
@@ -45,10 +54,12 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         """x: (batch, time, dim); key_padding_mask: (batch, time), True at padding."""
         bsz, tgt_len, _ = x.shape
-        shape = (bsz, tgt_len, self.num_heads, self.head_dim)
-        q = self.q_proj(x).view(shape).transpose(1, 2)
-        k = self.k_proj(x).view(shape).transpose(1, 2)
-        v = self.v_proj(x).view(shape).transpose(1, 2)
+        # one projection for q, k and v (the weights stay three modules, for
+        # fairseq's parameter names): one matmul and, under autocast, one cast
+        # of x instead of three (7% of a bf16 step of a 4 × 128 model)
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        qkv = F.linear(x, torch.cat([p.weight for p in projs]), torch.cat([p.bias for p in projs]))
+        q, k, v = qkv.view(bsz, tgt_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         attn_mask = None
         if key_padding_mask is not None:
             # boolean mask, True = may attend; broadcast over heads and queries
@@ -58,13 +69,29 @@ class SelfAttention(nn.Module):
                     tgt_len, tgt_len, dtype=torch.bool, device=x.device
                 ).tril()
                 causal = False
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=causal,
-        )
+        if self.training and self.dropout > 0 and x.device.type == "cpu":
+            out = self._attention_with_cheap_dropout(q, k, v, attn_mask, causal)
+        else:
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=attn_mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=causal,
+            )
         out = out.transpose(1, 2).reshape(bsz, tgt_len, self.embed_dim)
         return self.out_proj(out)
+
+    def _attention_with_cheap_dropout(self, q, k, v, attn_mask, causal):
+        """SDPA's math path (boolean ``attn_mask``: True = may attend)."""
+        scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2))
+        if causal:
+            t = scores.size(-1)
+            attn_mask = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+        if attn_mask is not None:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        # torch's CPU softmax computes bf16 rows in fp32 internally and rounds
+        # the probabilities, as a cast of an fp32 softmax would
+        probs = torch.softmax(scores, dim=-1)
+        return torch.matmul(dropout(probs, self.dropout, True), v)

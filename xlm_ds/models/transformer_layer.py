@@ -13,6 +13,16 @@ from fairseq.modules import LayerNorm
 from torch import nn
 
 from .attention import SelfAttention
+from .dropout import dropout
+
+
+def activation(name: str):
+    """fairseq's activation, except ``gelu``: fairseq's computes it in fp32
+    (``gelu(x.float()).type_as(x)``): two casts and an fp32 kernel per call
+    under bf16 autocast (forward + backward of 8 × 256 × 2048: 7-9 ms against
+    3.3 ms on the reference CPU); torch's own computes each element in fp32
+    internally and is the same function on fp32 inputs."""
+    return F.gelu if name == "gelu" else utils.get_activation_fn(name)
 
 
 class TransformerLayer(nn.Module):
@@ -33,7 +43,7 @@ class TransformerLayer(nn.Module):
         self.fc1 = nn.Linear(embed_dim, ffn_dim)
         self.fc2 = nn.Linear(ffn_dim, embed_dim)
         self.final_layer_norm = LayerNorm(embed_dim)
-        self.activation_fn = utils.get_activation_fn(activation_fn)
+        self.activation_fn = activation(activation_fn)
         self.dropout = dropout
         self.activation_dropout = activation_dropout
         self.normalize_before = normalize_before
@@ -48,7 +58,7 @@ class TransformerLayer(nn.Module):
         if self.normalize_before:
             x = self.self_attn_layer_norm(x)
         x = self.self_attn(x, key_padding_mask=key_padding_mask, causal=causal)
-        x = residual + F.dropout(x, self.dropout, self.training)
+        x = residual + dropout(x, self.dropout, self.training)
         if not self.normalize_before:
             x = self.self_attn_layer_norm(x)
 
@@ -56,9 +66,9 @@ class TransformerLayer(nn.Module):
         if self.normalize_before:
             x = self.final_layer_norm(x)
         x = self.activation_fn(self.fc1(x))
-        x = F.dropout(x, self.activation_dropout, self.training)
+        x = dropout(x, self.activation_dropout, self.training)
         x = self.fc2(x)
-        x = residual + F.dropout(x, self.dropout, self.training)
+        x = residual + dropout(x, self.dropout, self.training)
         if not self.normalize_before:
             x = self.final_layer_norm(x)
         return x

@@ -16,6 +16,7 @@ from fairseq.models.roberta.model import RobertaLMHead
 from fairseq.modules import LayerNorm, PositionalEmbedding
 from torch import nn
 
+from .dropout import dropout
 from .transformer_layer import TransformerLayer
 
 
@@ -73,7 +74,7 @@ class XLMEncoder(FairseqEncoder):
             x = x + self.embed_langs(langs)
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
-        return F.dropout(x, self.dropout, self.training)
+        return dropout(x, self.dropout, self.training)
 
     def embed_position_ids(self, tokens, positions=None):
         if positions is None:

@@ -28,6 +28,7 @@ from ..data.masking import MaskingConfig, frequency_weights
 from ..data.objective_dataset import stream_seed
 from ..data.stream_datasets import CausalStreamDataset, MaskedStreamDataset, token_blocks
 from ..data.tlm_dataset import TLMPairDataset
+from .autocast import bf16_autocast
 from .data_shards import DataShards
 from .language_mix import METHODS, UNITS, LanguageMix, resampled_sizes
 from .objectives import parse_objectives
@@ -269,8 +270,7 @@ class XLMTask(FairseqTask):
 
     # ---- steps ------------------------------------------------------------
     def _autocast(self):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16)
+        return bf16_autocast(self.cfg.autocast_bf16)
 
     def _empty_log(self):
         log = {"loss": 0.0, "ntokens": 0, "nsentences": 0, "sample_size": 1}
@@ -301,12 +301,22 @@ class XLMTask(FairseqTask):
         model.train()
         model.set_num_updates(update_num)
         log = self._empty_log()
+        # one autocast region for every objective: autocast's cast of each
+        # weight to bf16 is cached inside a region, so it happens once per
+        # update instead of once per objective
+        with self._autocast():
+            total = self._train_objectives(sample, model, criterion, optimizer, ignore_grad, log)
+        self._finish(log)
+        # every objective's loss is already a per-token mean: normalise by 1
+        return total, 1, log
+
+    def _train_objectives(self, sample, model, criterion, optimizer, ignore_grad, log):
         total = 0.0
         for obj in self.objectives:
             sub = sample.get(obj.kind) if sample else None
             if not sub:
                 continue
-            with torch.autograd.profiler.record_function(f"forward_{obj.kind}"), self._autocast():
+            with torch.autograd.profiler.record_function(f"forward_{obj.kind}"):
                 loss, n_pred, sub_log = criterion(model, sub)
             scaled = loss * (obj.weight / max(int(n_pred), 1))
             if ignore_grad:
@@ -315,9 +325,7 @@ class XLMTask(FairseqTask):
                 optimizer.backward(scaled)
             total += float(scaled.detach())
             self._merge(log, sub_log, obj.weight, int(n_pred))
-        self._finish(log)
-        # every objective's loss is already a per-token mean: normalise by 1
-        return total, 1, log
+        return total
 
     def valid_step(self, sample, model, criterion):
         model.eval()

@@ -7,19 +7,33 @@ into a ``MaskedLMDictionary`` that inserts ``<mask>`` at index 4 and so
 shifts every id by one without any error (BLEU 3 when tried). Here the
 dictionary is rebuilt exactly as pretraining built it, and the model refuses
 a pretrained checkpoint whose dictionary differs.
+
+``--autocast-bf16`` runs the steps under bf16 autocast, as pretraining does
+(fairseq's ``--bf16`` does not run on a CPU).
 """
 import logging
+from dataclasses import dataclass, field
 
 from fairseq import utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from .autocast import bf16_autocast
 from .data_directory import DataDirectory
 
 logger = logging.getLogger(__name__)
 
 
-@register_task("xlm_translation", dataclass=TranslationConfig)
+@dataclass
+class XLMTranslationConfig(TranslationConfig):
+    autocast_bf16: bool = field(
+        default=False,
+        metadata={"help": "run forward/backward under torch.autocast(bfloat16) with fp32 weights "
+                  "and optimizer (works on CPU, where fairseq's --bf16 does not)"},
+    )
+
+
+@register_task("xlm_translation", dataclass=XLMTranslationConfig)
 class XLMTranslationTask(TranslationTask):
     def __init__(self, cfg, src_dict, tgt_dict, languages):
         super().__init__(cfg, src_dict, tgt_dict)
@@ -49,3 +63,11 @@ class XLMTranslationTask(TranslationTask):
     def build_model(self, cfg, from_checkpoint=False):
         self.initialise_from_pretrained = not from_checkpoint
         return super().build_model(cfg, from_checkpoint)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        with bf16_autocast(self.cfg.autocast_bf16):
+            return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion):
+        with bf16_autocast(self.cfg.autocast_bf16):
+            return super().valid_step(sample, model, criterion)
