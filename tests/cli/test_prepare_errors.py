@@ -173,3 +173,57 @@ def test_help_lists_every_flag(capsys):
                  "--alpha", "--vocab-sentences", "--character-coverage", "--spm-model", "--dict",
                  "--workers", "--seed"):
         assert flag in text
+
+
+# ---- what a clean corpus should not hold ([N]) -------------------------------
+def test_unreachable_vocabulary_size_is_an_error_unless_accepted(tiny, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main([*base_args(tiny), "--out", str(out), "--vocab-size", "200000", "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert_failed(rc, err, out, "--vocab-size 200000: sentencepiece reached ", "pieces on the ",
+                  "lower --vocab-size to at most ", "--allow-smaller-vocab")
+    reached = int(err.split("sentencepiece reached ")[1].split()[0])
+    assert 8 < reached < 200000
+    rc = main([*base_args(tiny), "--out", str(out), "--vocab-size", "200000", "--workers", "1", "--quiet",
+               "--allow-smaller-vocab"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"--vocab-size 200000: sentencepiece reached {reached} pieces" in err and "accepted" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["spm"]["vocab_size"] == reached and manifest["spm"]["requested_vocab_size"] == 200000
+
+
+def _dirty_file(tiny):
+    lines = SAMPLE_LINES("train.en.gz", 120)
+    body = "\r\n".join(lines[:60]) + "\r\n" + "\n".join(lines[60:]) + "\n"  # CRLF on lines 1-60
+    body = body.replace(lines[70], lines[70][:5] + "\x00" + lines[70][5:])  # NUL in line 71
+    dirty = tiny / "dirty.en"
+    long_line = " ".join(["word"] * 250_000)  # a 1.25 MB line: line 121
+    dirty.write_bytes((body + long_line + "\n").encode("utf-8"))
+    return dirty, lines
+
+
+def test_cr_nul_and_long_lines_reported_and_normalised(tiny, tmp_path, capsys, caplog):
+    dirty, lines = _dirty_file(tiny)
+    out = tmp_path / "out"
+    rc = main([*base_args(tiny), "--mono", f"valid:en={dirty}", "--out", str(out), *SMALL])
+    err = capsys.readouterr().err + caplog.text
+    assert rc == 0, err
+    assert f"{dirty}:1: carriage return (CRLF line ends, or a CR inside a line) on 60 line(s)" in err
+    assert f"{dirty}:71: NUL byte on 1 line(s)" in err
+    assert f"{dirty}:121: line of over 20,000 characters (longest 1,249,999;" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    kinds = {f["kind"]: f for f in manifest["text_findings"]}
+    assert kinds["cr"]["lines"] == 60 and kinds["nul"]["first_line"] == 71 and kinds["long"]["first_line"] == 121
+    # normalised: what is binarized equals the clean text of those lines
+    from xlm_ds.data.text_reader import iter_sentences
+
+    got = [s for batch in iter_sentences(str(dirty)) for s in batch]
+    assert got[:120] == lines and "\r" not in "".join(got) and "\x00" not in "".join(got)
+
+
+def test_strict_text_refuses_them(tiny, tmp_path, capsys):
+    dirty, _ = _dirty_file(tiny)
+    out = tmp_path / "out"
+    rc, err = run(capsys, *base_args(tiny), "--mono", f"valid:en={dirty}", "--out", str(out), "--strict-text")
+    assert_failed(rc, err, out, f"{dirty}:1: carriage return", "expected clean text (--strict-text")

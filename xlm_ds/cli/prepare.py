@@ -38,6 +38,7 @@ output (--out DIR): spm.model, spm.vocab, dict.txt (+ dict.LANG.txt copies),
 
 def build_parser() -> argparse.ArgumentParser:
     from xlm_ds.data.corpus_spec import SPLITS
+    from xlm_ds.data.text_reader import MAX_LINE_CHARS
 
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -82,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse this sentencepiece model instead of learning one (needs --dict)")
     v.add_argument("--dict", dest="dict_path", metavar="FILE",
                    help="fairseq dict.txt that belongs to --spm-model (copied unchanged)")
+    v.add_argument("--allow-smaller-vocab", action="store_true",
+                   help="accept a vocabulary smaller than --vocab-size when the corpus cannot give more "
+                   "pieces (default: an error naming the size reached)")
+    t = p.add_argument_group("text checks (pass 1; each finding reported once per file with its first line)")
+    t.add_argument("--strict-text", action="store_true",
+                   help="refuse carriage returns, NUL bytes and over-long lines (default: CRs stripped or "
+                   "made spaces, NULs removed, long lines kept, each reported)")
+    t.add_argument("--max-line-chars", type=int, default=MAX_LINE_CHARS, metavar="N",
+                   help="report lines longer than N characters (default: %(default)s)")
 
     r = p.add_argument_group("run")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
@@ -136,7 +146,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         character_coverage=args.character_coverage,
         spm_model=args.spm_model, dict_path=args.dict_path, workers=args.workers, seed=args.seed,
         overwrite=args.overwrite, batch_lines=args.batch_lines, progress=not args.quiet,
-        verbose=args.verbose, command=[PROG, *(sys.argv[1:] if argv is None else argv)],
+        verbose=args.verbose, strict_text=args.strict_text, max_line_chars=args.max_line_chars,
+        allow_smaller_vocab=args.allow_smaller_vocab, command=[PROG, *(sys.argv[1:] if argv is None else argv)],
     )
     old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:

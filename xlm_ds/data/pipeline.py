@@ -31,7 +31,7 @@ from .binarize import EncoderPool, binarize_dataset, build_dictionary, id_map
 from .corpus_spec import CorpusSpec, MonoCorpus
 from .errors import PrepareError
 from .manifest import sha256_file, versions, write_manifest
-from .text_reader import FileStats, iter_pairs, iter_sentences, scan
+from .text_reader import MAX_LINE_CHARS, FileStats, iter_pairs, iter_sentences, scan
 from .vocab_training import learn_vocabulary, write_spm_vocab
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,25 @@ class PrepareConfig:
     batch_lines: int = 10000
     progress: bool = True
     verbose: bool = False
+    strict_text: bool = False
+    max_line_chars: int = MAX_LINE_CHARS
+    allow_smaller_vocab: bool = False
     command: Optional[List[str]] = None
+
+
+def _check_vocabulary_size(reached: int, cfg: PrepareConfig, sentences: int) -> None:
+    """sentencepiece (with ``hard_vocab_limit=False``) stops where the
+    sample has no more pieces to merge: a smaller vocabulary than asked is
+    an error unless accepted (a run sized for one vocabulary must not get
+    another without a word)."""
+    if reached >= cfg.vocab_size:
+        return
+    what = (f"--vocab-size {cfg.vocab_size}: sentencepiece reached {reached} pieces on the {sentences:,} "
+            f"sentences of the vocabulary sample")
+    if not cfg.allow_smaller_vocab:
+        raise PrepareError(f"{what}; expected a size the corpus can give: lower --vocab-size to at most "
+                           f"{reached}, or pass --allow-smaller-vocab to accept {reached}")
+    logger.warning("%s; accepted (--allow-smaller-vocab)", what)
 
 
 def _check_config(cfg: PrepareConfig) -> None:
@@ -110,6 +128,8 @@ def _check_config(cfg: PrepareConfig) -> None:
         raise PrepareError(f"--character-coverage {cfg.character_coverage}; expected a number in (0, 1]")
     if cfg.workers < 1:
         raise PrepareError(f"--workers {cfg.workers}; expected an integer >= 1")
+    if cfg.max_line_chars < 1:
+        raise PrepareError(f"--max-line-chars {cfg.max_line_chars}; expected an integer >= 1")
     if cfg.batch_lines < 1:
         raise PrepareError(f"--batch-lines {cfg.batch_lines}; expected an integer >= 1")
 
@@ -158,9 +178,14 @@ def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
 
     # ---- pass 1: validate + count
     stats: Dict[tuple, List[FileStats]] = {}
+    findings = []
     for key, corpora in datasets.items():
-        stats[key] = [scan(c.paths) for c in corpora]
+        stats[key] = [scan(c.paths, cfg.max_line_chars, cfg.strict_text) for c in corpora]
         logger.info("checked %s.%s: %d sentences", key[0], key[1], sum(s.lines for s in stats[key]))
+        for st in stats[key]:
+            for f in st.findings.values():
+                logger.warning("%s; %s (--strict-text refuses them)", f.message(cfg.max_line_chars), f.handling())
+                findings.append(f.as_dict())
     lang_counts, pools = vocabulary_pools(datasets, stats, cfg.vocab_text)
     if not reuse and not lang_counts:
         raise PrepareError(
@@ -195,6 +220,7 @@ def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
                 verbose=cfg.verbose,
             )
             sp = _load_sp(spm_path)
+            _check_vocabulary_size(sp.get_piece_size(), cfg, sum(sampling["draws"].values()))
             d = build_dictionary(sp)
             lut = id_map(sp, d)
         logger.info("vocabulary: %d sentencepiece pieces, %d dictionary symbols", sp.get_piece_size(), len(d))
@@ -256,6 +282,7 @@ def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
             "languages": spec.languages,
             "pairs": spec.pairs,
             "splits": splits,
+            "text_findings": findings,
             "spm": {
                 "model_type": _spm_model_type(sp, "unknown" if reuse else cfg.model_type),
                 "vocab_size": sp.get_piece_size(),

@@ -20,14 +20,21 @@ Conventions (documented in docs/prepare.md):
   error naming both files and the line, because silently dropping it would
   hide a misalignment;
 * a file with no non-empty line at all is an error (an empty corpus is
-  almost always a wrong path or a failed download).
+  almost always a wrong path or a failed download);
+* what a clean corpus should not hold is normalised and reported once per
+  file by the first pass of ``xlm-ds-prepare`` (``scan``), with the first
+  line and the number of lines (``--strict-text`` refuses it instead):
+  carriage returns (CRLF line ends: the ``\r`` is stripped; a CR inside a
+  line becomes a space), NUL bytes (removed), and lines longer than
+  ``--max-line-chars`` characters (kept: usually a document without line
+  breaks, which sentencepiece leaves out of its training sample).
 """
 from __future__ import annotations
 
 import gzip
 import zlib
-from dataclasses import dataclass
-from typing import BinaryIO, Iterator, List, Tuple
+from dataclasses import dataclass, field
+from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from .errors import PrepareError
 
@@ -35,6 +42,38 @@ from .errors import PrepareError
 BLOCK_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = "\ufeff"
+#: default of ``--max-line-chars``: longer lines are reported
+MAX_LINE_CHARS = 20_000
+
+
+@dataclass
+class Finding:
+    """Lines of one file that hold something a clean corpus should not."""
+
+    path: str
+    kind: str  #: "cr", "nul" or "long"
+    lines: int = 0
+    first_line: int = 0
+    longest: int = 0  #: characters of the longest line ("long")
+
+    def message(self, max_line_chars: int) -> str:
+        what = {
+            "cr": "carriage return (CRLF line ends, or a CR inside a line)",
+            "nul": "NUL byte",
+            "long": f"line of over {max_line_chars:,} characters (longest {self.longest:,}; "
+                    "a document without line breaks?)",
+        }[self.kind]
+        return f"{self.path}:{self.first_line}: {what} on {self.lines:,} line(s), the first here"
+
+    def handling(self) -> str:
+        return {"cr": "CRs stripped at line ends, replaced by a space inside a line",
+                "nul": "NUL bytes removed", "long": "lines kept"}[self.kind]
+
+    def as_dict(self) -> Dict:
+        out = {"file": self.path, "kind": self.kind, "lines": self.lines, "first_line": self.first_line}
+        if self.kind == "long":
+            out["longest_chars"] = self.longest
+        return out
 
 
 @dataclass
@@ -44,6 +83,16 @@ class FileStats:
     lines: int = 0  #: non-empty lines (pairs), i.e. sentences kept
     empty: int = 0  #: empty lines (pairs) skipped
     physical: int = 0  #: all lines, as ``wc -l`` counts (+1 if no final newline)
+    #: (path, kind) -> what was found; filled only when asked (``scan``)
+    findings: Optional[Dict[Tuple[str, str], Finding]] = field(default=None)
+    max_line_chars: int = MAX_LINE_CHARS
+
+    def note(self, path: str, kind: str, line_numbers: List[int], longest: int = 0) -> None:
+        if self.findings is None or not line_numbers:
+            return
+        f = self.findings.setdefault((path, kind), Finding(path, kind, first_line=line_numbers[0]))
+        f.lines += len(line_numbers)
+        f.longest = max(f.longest, longest)
 
 
 def open_binary(path: str) -> BinaryIO:
@@ -72,7 +121,28 @@ def _decode(body: bytes, path: str, first_lineno: int) -> str:
         ) from None
 
 
-def _iter_blocks(path: str) -> Iterator[Tuple[int, List[str]]]:
+def _clean(text: str, path: str, lineno: int, stats: Optional[FileStats]) -> List[str]:
+    """The lines of ``text`` (first line number ``lineno``) with CRs and
+    NULs out, noted in ``stats`` with over-long lines. Each check is one
+    C-level scan of the block; lines are looked at one by one only where it
+    finds something."""
+    lines = text.split("\n")
+    if stats is not None and stats.findings is not None:
+        longest = max(map(len, lines))
+        if longest > stats.max_line_chars:
+            long = [lineno + i for i, s in enumerate(lines) if len(s) > stats.max_line_chars]
+            stats.note(path, "long", long, longest)
+    for char, kind, by in (("\r", "cr", " "), ("\x00", "nul", "")):
+        if char in text:
+            hits = [i for i, s in enumerate(lines) if char in s]
+            if stats is not None:
+                stats.note(path, kind, [lineno + i for i in hits])
+            for i in hits:
+                lines[i] = lines[i].replace(char, by)
+    return lines
+
+
+def _iter_blocks(path: str, stats: Optional[FileStats] = None) -> Iterator[Tuple[int, List[str]]]:
     """Yield ``(lineno of first line, stripped lines)`` per block read."""
     raw = open_binary(path)
     fileobj = raw.fileobj if isinstance(raw, gzip.GzipFile) else None
@@ -100,27 +170,27 @@ def _iter_blocks(path: str) -> Iterator[Tuple[int, List[str]]]:
             if first and text.startswith(_BOM):
                 text = text[1:]
             first = False
-            lines = text.split("\n")
+            lines = _clean(text, path, lineno, stats)
             yield lineno, [s.strip() for s in lines]
             lineno += len(lines)
         if carry:  # last line without a final newline
             text = _decode(carry, path, lineno)
             if first and text.startswith(_BOM):
                 text = text[1:]
-            yield lineno, [text.strip()]
+            yield lineno, [s.strip() for s in _clean(text, path, lineno, stats)]
     finally:
         raw.close()
         if fileobj is not None:
             fileobj.close()
 
 
-def iter_batches(path: str, batch_lines: int) -> Iterator[Tuple[int, List[str]]]:
+def iter_batches(path: str, batch_lines: int, stats: Optional[FileStats] = None) -> Iterator[Tuple[int, List[str]]]:
     """Yield ``(lineno of first line, lines)`` with exactly ``batch_lines``
     stripped lines per batch (the last may be shorter).  Empty lines are
     kept (as ``""``) so that line numbers stay exact."""
     buf: List[str] = []
     start = 1
-    for _, lines in _iter_blocks(path):
+    for _, lines in _iter_blocks(path, stats):
         buf.extend(lines)
         while len(buf) >= batch_lines:
             yield start, buf[:batch_lines]
@@ -136,7 +206,7 @@ def iter_sentences(path: str, stats: FileStats | None = None, batch_lines: int =
     ``stats`` (if given) is filled in as the file is read.  Raises
     :class:`PrepareError` at the end if the file held no sentence."""
     st = stats if stats is not None else FileStats()
-    for _, lines in iter_batches(path, batch_lines):
+    for _, lines in iter_batches(path, batch_lines, st):
         kept = [s for s in lines if s]
         st.physical += len(lines)
         st.empty += len(lines) - len(kept)
@@ -160,7 +230,7 @@ def iter_pairs(
     Raises :class:`PrepareError` for different line counts (naming both files
     and both counts), a one-sided empty line, or an empty corpus."""
     st = stats if stats is not None else FileStats()
-    it_s, it_t = iter_batches(src, batch_lines), iter_batches(tgt, batch_lines)
+    it_s, it_t = iter_batches(src, batch_lines, st), iter_batches(tgt, batch_lines, st)
     while True:
         bs, bt = next(it_s, None), next(it_t, None)
         if bs is None and bt is None:
@@ -196,14 +266,20 @@ def iter_pairs(
         )
 
 
-def scan(paths: Tuple[str, ...]) -> FileStats:
+def scan(paths: Tuple[str, ...], max_line_chars: int = MAX_LINE_CHARS, strict: bool = False) -> FileStats:
     """Read a monolingual file (1 path) or parallel pair (2 paths) once to
-    validate it and count its lines (the first, cheap pass of prepare)."""
-    st = FileStats()
+    validate it and count its lines (the first, cheap pass of prepare);
+    ``stats.findings`` lists CRs, NULs and over-long lines. ``strict``: any
+    of them is a :class:`PrepareError` naming the file and first line."""
+    st = FileStats(findings={}, max_line_chars=max_line_chars)
     if len(paths) == 1:
         for _ in iter_sentences(paths[0], st):
             pass
     else:
         for _ in iter_pairs(paths[0], paths[1], st):
             pass
+    if strict and st.findings:
+        f = min(st.findings.values(), key=lambda f: (f.path, f.first_line))
+        raise PrepareError(f"{f.message(max_line_chars)}; expected clean text (--strict-text; without it: "
+                           f"{f.handling()})")
     return st

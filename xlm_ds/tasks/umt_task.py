@@ -35,11 +35,11 @@ from fairseq.logging import metrics
 from fairseq.sequence_generator import SequenceGenerator
 from fairseq.tasks import register_task
 from fairseq.tasks.online_backtranslation import PiecewiseLinearFn
-from fairseq.tasks.translation import TranslationConfig
 from omegaconf import II
 
+from .autocast import bf16_autocast
 from .data_shards import DataShards
-from .xlm_translation import XLMTranslationTask
+from .xlm_translation import XLMTranslationConfig, XLMTranslationTask
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ KINDS = ("ae", "bt")
 
 
 @dataclass
-class UMTConfig(TranslationConfig):
+class UMTConfig(XLMTranslationConfig):
     lambda_ae: str = field(default="1", metadata={
         "help": "weight of denoising auto-encoding: a constant or a schedule "
                 "'update:value,update:value' (linear in between)"})
@@ -189,7 +189,8 @@ class XLMUnsupervisedMTTask(XLMTranslationTask):
                 src_lang = self.other_language(lang)
                 sub = self.back_translate(sub, model, lang, src_lang)
             model.set_languages(src_lang, lang)
-            loss, sample_size, sub_log = criterion(model, sub)
+            with bf16_autocast(self.cfg.autocast_bf16):
+                loss, sample_size, sub_log = criterion(model, sub)
             loss = loss * weight
             if ignore_grad:
                 loss = loss * 0
