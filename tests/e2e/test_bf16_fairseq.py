@@ -3,7 +3,8 @@
 Three short MLM+TLM runs on the shipped sample, dropout on (the cheap CPU
 dropout and the attention path with it are what bf16 runs take): fp32 with
 seeds 1 and 2 give the seed spread, bf16 with seed 1 must land within it
-(with a floor of 2% of the loss, as two seeds estimate a spread poorly),
+(twice their difference, at least 1% of the loss, as two seeds estimate a
+spread poorly; measured 2026-12-02: fp32 8.716 / 8.730 bits, bf16 8.715),
 and every run's validation loss falls. tests/engine does the same under
 DeepSpeed.
 """
@@ -39,7 +40,7 @@ def test_bf16_autocast_reaches_fp32_validation_loss(prepared_sample, run_fairseq
     bf16 = bf16_curve[-1]
     assert bf16_curve[-1] < bf16_curve[0], bf16_curve
     spread = abs(fp32[0] - fp32[1])
-    tolerance = max(1.5 * spread, 0.02 * fp32[0])
+    tolerance = max(2 * spread, 0.01 * fp32[0])
     assert abs(bf16 - fp32[0]) <= tolerance, (
         f"bf16 validation loss {bf16:.3f} vs fp32 {fp32[0]:.3f} (seed 2: {fp32[1]:.3f}): "
         f"more than {tolerance:.3f} apart")
