@@ -23,6 +23,8 @@ from fairseq import checkpoint_utils, tasks, utils
 from fairseq.data import iterators
 from fairseq.logging import meters, metrics, progress_bar
 
+from ..reliability.atomic import atomic_write
+
 logger = logging.getLogger("xlm_ds.train")
 
 
@@ -94,8 +96,8 @@ def save_checkpoint(cfg, trainer, epoch_itr, val_loss) -> Optional[str]:
     )
     if _is_master():
         if is_best and not ckpt.no_last_checkpoints:
-            with open(os.path.join(ckpt.save_dir, "best.json"), "w", encoding="utf-8") as f:
-                json.dump({"tag": tag, ckpt.best_checkpoint_metric: val_loss, "num_updates": updates}, f)
+            best = json.dumps({"tag": tag, ckpt.best_checkpoint_metric: val_loss, "num_updates": updates})
+            atomic_write(os.path.join(ckpt.save_dir, "best.json"), lambda f: f.write(best.encode()), marker=False)
         logger.info(
             "Saved checkpoint %s (epoch %d @ %d updates, score %s) (writing took %.1f seconds)",
             path, epoch, updates, val_loss, timer.sum,
