@@ -148,31 +148,22 @@ def sdpa_dropout_path():
 
 
 @contextlib.contextmanager
-def no_attention_dropout(model):
-    attns = [layer.self_attn for layer in model.encoder.layers]
-    old = [a.dropout for a in attns]
-    for a in attns:
-        a.dropout = 0.0
-    try:
+def patched_all(objs, name, value):
+    """``patched`` for every object of ``objs``."""
+    with contextlib.ExitStack() as stack:
+        for obj in objs:
+            stack.enter_context(patched(obj, name, value))
         yield
-    finally:
-        for a, p in zip(attns, old):
-            a.dropout = p
 
 
-@contextlib.contextmanager
+def no_attention_dropout(model):
+    return patched_all([layer.self_attn for layer in model.encoder.layers], "dropout", 0.0)
+
+
 def fairseq_gelu(model):
     from fairseq import utils
 
-    layers = list(model.encoder.layers)
-    old = [layer.activation_fn for layer in layers]
-    for layer in layers:
-        layer.activation_fn = utils.get_activation_fn("gelu")
-    try:
-        yield
-    finally:
-        for layer, fn in zip(layers, old):
-            layer.activation_fn = fn
+    return patched_all(model.encoder.layers, "activation_fn", utils.get_activation_fn("gelu"))
 
 
 @contextlib.contextmanager

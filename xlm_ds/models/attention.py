@@ -60,17 +60,19 @@ class SelfAttention(nn.Module):
         projs = (self.q_proj, self.k_proj, self.v_proj)
         qkv = F.linear(x, torch.cat([p.weight for p in projs]), torch.cat([p.bias for p in projs]))
         q, k, v = qkv.view(bsz, tgt_len, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        cheap_dropout = self.training and self.dropout > 0 and x.device.type == "cpu"
         attn_mask = None
         if key_padding_mask is not None:
             # boolean mask, True = may attend; broadcast over heads and queries
             attn_mask = ~key_padding_mask[:, None, None, :]
-            if causal:
-                attn_mask = attn_mask & torch.ones(
-                    tgt_len, tgt_len, dtype=torch.bool, device=x.device
-                ).tril()
-                causal = False
-        if self.training and self.dropout > 0 and x.device.type == "cpu":
-            out = self._attention_with_cheap_dropout(q, k, v, attn_mask, causal)
+        if causal and (attn_mask is not None or cheap_dropout):
+            # SDPA's is_causal cannot be combined with a mask, and the math
+            # path below takes masks only
+            tri = torch.ones(tgt_len, tgt_len, dtype=torch.bool, device=x.device).tril()
+            attn_mask = tri if attn_mask is None else attn_mask & tri
+            causal = False
+        if cheap_dropout:
+            out = self._attention_with_cheap_dropout(q, k, v, attn_mask)
         else:
             out = F.scaled_dot_product_attention(
                 q,
@@ -83,12 +85,9 @@ class SelfAttention(nn.Module):
         out = out.transpose(1, 2).reshape(bsz, tgt_len, self.embed_dim)
         return self.out_proj(out)
 
-    def _attention_with_cheap_dropout(self, q, k, v, attn_mask, causal):
+    def _attention_with_cheap_dropout(self, q, k, v, attn_mask):
         """SDPA's math path (boolean ``attn_mask``: True = may attend)."""
         scores = torch.matmul(q * self.head_dim**-0.5, k.transpose(-1, -2))
-        if causal:
-            t = scores.size(-1)
-            attn_mask = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
         if attn_mask is not None:
             scores = scores.masked_fill(~attn_mask, float("-inf"))
         # torch's CPU softmax computes bf16 rows in fp32 internally and rounds

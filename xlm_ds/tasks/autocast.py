@@ -7,7 +7,16 @@ and their neighbours run in bf16: on CPUs with native bf16 instructions
 (AVX512-BF16, AMX) that is the fast path (docs/benchmarks.md), and on a GPU
 it is the usual mixed precision without a loss scaler.
 """
+from dataclasses import field
+
 import torch
+
+
+def autocast_bf16_field():
+    """The ``--autocast-bf16`` option of a task's dataclass config."""
+    return field(default=False, metadata={
+        "help": "run forward/backward under torch.autocast(bfloat16) with fp32 weights "
+                "and optimizer (works on CPU, where fairseq's --bf16 does not)"})
 
 
 def bf16_autocast(enabled: bool):

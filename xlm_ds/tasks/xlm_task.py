@@ -28,7 +28,7 @@ from ..data.masking import MaskingConfig, frequency_weights
 from ..data.objective_dataset import stream_seed
 from ..data.stream_datasets import CausalStreamDataset, MaskedStreamDataset, token_blocks
 from ..data.tlm_dataset import TLMPairDataset
-from .autocast import bf16_autocast
+from .autocast import autocast_bf16_field, bf16_autocast
 from .data_shards import DataShards
 from .language_mix import METHODS, UNITS, LanguageMix, resampled_sizes
 from .objectives import parse_objectives
@@ -78,13 +78,7 @@ class XLMTaskConfig(FairseqDataclass):
         default=0.0,
         metadata={"help": "choose masked tokens ∝ count^-alpha (XLM sample_alpha); 0 = uniform"},
     )
-    autocast_bf16: bool = field(
-        default=False,
-        metadata={
-            "help": "run forward/backward under torch.autocast(bfloat16) with fp32 weights "
-            "and optimizer (works on CPU, where fairseq's --bf16 does not)"
-        },
-    )
+    autocast_bf16: bool = autocast_bf16_field()
     max_nonfinite_updates: int = field(
         default=5,
         metadata={

@@ -12,13 +12,13 @@ a pretrained checkpoint whose dictionary differs.
 (fairseq's ``--bf16`` does not run on a CPU).
 """
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fairseq import utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from .autocast import bf16_autocast
+from .autocast import autocast_bf16_field, bf16_autocast
 from .data_directory import DataDirectory
 
 logger = logging.getLogger(__name__)
@@ -26,11 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class XLMTranslationConfig(TranslationConfig):
-    autocast_bf16: bool = field(
-        default=False,
-        metadata={"help": "run forward/backward under torch.autocast(bfloat16) with fp32 weights "
-                  "and optimizer (works on CPU, where fairseq's --bf16 does not)"},
-    )
+    autocast_bf16: bool = autocast_bf16_field()
 
 
 @register_task("xlm_translation", dataclass=XLMTranslationConfig)
