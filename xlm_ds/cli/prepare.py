@@ -33,6 +33,11 @@ examples:
 output (--out DIR): spm.model, spm.vocab, dict.txt (+ dict.LANG.txt copies),
   {split}.{lang}.bin/.idx (monolingual), {split}.{src}-{tgt}.{lang}.bin/.idx
   (parallel), manifest.json (written last; marks DIR as complete).
+  With --num-shards N: DIR/vocab, DIR/shard0..N-1 (each as above) and
+  DIR/manifest.json listing them.
+
+  # 3 shards on SLURM, one array task each (task 0 also learns the vocabulary)
+  sbatch --array=0-2 slurm/prepare.sh corpus.yaml data-bin/cc
 """
 
 
@@ -93,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-line-chars", type=int, default=MAX_LINE_CHARS, metavar="N",
                    help="report lines longer than N characters (default: %(default)s)")
 
+    s = p.add_argument_group("shards and stages (CC-100-size corpora; sbatch --array=0-$((N-1)) slurm/prepare.sh)")
+    s.add_argument("--num-shards", type=int, default=1, metavar="N",
+                   help="cut every train dataset into N shards: OUT/shard0..N-1, each a complete prepared "
+                   "directory, and OUT/manifest.json listing them (fairseq-train OUT trains epoch e on shard "
+                   "(e-1) mod N); 1 = one directory as always (default: %(default)s)")
+    s.add_argument("--stage", choices=("all", "vocab", "shard", "finalize"), default="all",
+                   help="all = every stage here (default); vocab = count the corpus and learn the vocabulary "
+                   "(OUT/vocab); shard = binarize shard --shard I; finalize = check the shards and write "
+                   "OUT/manifest.json. The vocab stage fixes --num-shards; the later stages read it from OUT/vocab")
+    s.add_argument("--shard", type=int, metavar="I", help="shard index (0-based) of --stage shard")
+    s.add_argument("--wait-for-vocab", type=float, default=0, metavar="SECONDS",
+                   help="shard/finalize: wait up to SECONDS for another job's vocab stage (default: %(default)s)")
+    s.add_argument("--if-complete", action="store_true",
+                   help="finalize: only when every shard is complete, else exit 0 (each array task tries; "
+                   "the last to finish writes the manifest)")
+
     r = p.add_argument_group("run")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="encoder processes and sentencepiece training threads (default: CPU count, %(default)s)")
@@ -152,7 +173,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     old = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         spec = build_spec(args.mono, args.para, args.corpus)
-        prepare(spec, cfg)
+        if args.num_shards < 1:
+            raise PrepareError(f"--num-shards {args.num_shards}; expected an integer >= 1")
+        if args.num_shards == 1 and args.stage == "all":
+            prepare(spec, cfg)
+        else:
+            from xlm_ds.data.stages import prepare_stage
+
+            prepare_stage(spec, cfg, args.stage, num_shards=args.num_shards, shard=args.shard,
+                          if_complete=args.if_complete, wait_seconds=args.wait_for_vocab)
     except PrepareError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

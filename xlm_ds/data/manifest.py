@@ -75,7 +75,7 @@ def write_manifest(out_dir: str, manifest: Dict) -> str:
     """Write ``out_dir/manifest.json`` (via a temp file + rename)."""
     manifest = {"format_version": FORMAT_VERSION, **manifest}
     path = os.path.join(out_dir, MANIFEST)
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"  # two finalizing array tasks may race
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2, ensure_ascii=False, sort_keys=False)
         f.write("\n")

@@ -17,12 +17,14 @@ of encoding:
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from functools import partial
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from .binarize import EncoderPool, binarize_dataset, build_dictionary, id_map
 from .corpus_spec import CorpusSpec, MonoCorpus
 from .errors import PrepareError
 from .manifest import sha256_file, versions, write_manifest
+from .sharding import sentence_range
 from .text_reader import MAX_LINE_CHARS, FileStats, iter_pairs, iter_sentences, scan
 from .vocab_training import learn_vocabulary, write_spm_vocab
 
@@ -166,139 +169,201 @@ def _spm_model_type(sp, default: str) -> str:
         return default
 
 
-def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
-    """Run the whole pipeline; returns the manifest written to ``cfg.out``."""
-    from fairseq.data import Dictionary
-
-    t0 = time.time()
-    _check_config(cfg)
-    check_output_dir(os.path.abspath(cfg.out), cfg.overwrite)
-    reuse = cfg.spm_model is not None
-    datasets = spec.datasets()
-
-    # ---- pass 1: validate + count
-    stats: Dict[tuple, List[FileStats]] = {}
+def count_corpora(datasets, cfg: PrepareConfig):
+    """Pass 1: validate and count every corpus, one process per file (up
+    to ``--workers``); ``(stats, findings)``. Reading is cheap next to
+    encoding, but at CC-100 scale it is hours of I/O, so files are read in
+    parallel."""
+    jobs = [(key, j, c.paths) for key, corpora in datasets.items() for j, c in enumerate(corpora)]
+    scan_one = partial(scan, max_line_chars=cfg.max_line_chars, strict=cfg.strict_text)
+    workers = min(cfg.workers, len(jobs))
+    if workers > 1:
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with ctx.Pool(workers) as pool:
+            results = pool.map(scan_one, [paths for _, _, paths in jobs], chunksize=1)
+    else:
+        results = [scan_one(paths) for _, _, paths in jobs]
+    stats: Dict[tuple, List[FileStats]] = {key: [None] * len(corpora) for key, corpora in datasets.items()}
+    for (key, j, _), st in zip(jobs, results):
+        stats[key][j] = st
     findings = []
-    for key, corpora in datasets.items():
-        stats[key] = [scan(c.paths, cfg.max_line_chars, cfg.strict_text) for c in corpora]
+    for key in datasets:
         logger.info("checked %s.%s: %d sentences", key[0], key[1], sum(s.lines for s in stats[key]))
         for st in stats[key]:
             for f in st.findings.values():
                 logger.warning("%s; %s (--strict-text refuses them)", f.message(cfg.max_line_chars), f.handling())
                 findings.append(f.as_dict())
-    lang_counts, pools = vocabulary_pools(datasets, stats, cfg.vocab_text)
-    if not reuse and not lang_counts:
+    return stats, findings
+
+
+def check_learnable(datasets, cfg: PrepareConfig) -> None:
+    if cfg.spm_model is None and not any(split == "train" for split, _ in datasets):
         raise PrepareError(
             "no train corpus; expected at least one train:... corpus to learn the vocabulary from "
             "(or --spm-model/--dict to reuse one)"
         )
 
-    with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
-        # ---- pass 2: vocabulary
-        spm_path = os.path.join(tmp, "spm.model")
-        dict_path = os.path.join(tmp, "dict.txt")
-        if reuse:
-            shutil.copyfile(cfg.spm_model, spm_path)
-            src_vocab = os.path.splitext(cfg.spm_model)[0] + ".vocab"
-            sp = _load_sp(spm_path)
-            if os.path.isfile(src_vocab):
-                shutil.copyfile(src_vocab, os.path.join(tmp, "spm.vocab"))
-            else:
-                write_spm_vocab(sp, os.path.join(tmp, "spm.vocab"))
-            try:
-                d = Dictionary.load(cfg.dict_path)
-            except Exception as e:
-                raise PrepareError(f"--dict {cfg.dict_path}: cannot load a fairseq dictionary ({e})") from None
-            lut = id_map(sp, d, cfg.dict_path)
-            shutil.copyfile(cfg.dict_path, dict_path)
-            sampling = {"probs": {}, "draws": {}}
+
+def write_vocabulary(tmp: str, datasets, stats, cfg: PrepareConfig):
+    """Pass 2: ``spm.model``, ``spm.vocab`` and the dictionary (counts not
+    yet known) in ``tmp``, learned or reused; ``(sp, d, lut, sampling)``."""
+    from fairseq.data import Dictionary
+
+    spm_path = os.path.join(tmp, "spm.model")
+    if cfg.spm_model is not None:
+        shutil.copyfile(cfg.spm_model, spm_path)
+        src_vocab = os.path.splitext(cfg.spm_model)[0] + ".vocab"
+        sp = _load_sp(spm_path)
+        if os.path.isfile(src_vocab):
+            shutil.copyfile(src_vocab, os.path.join(tmp, "spm.vocab"))
         else:
-            sampling = learn_vocabulary(
-                pools, lang_counts, out_dir=tmp, alpha=cfg.alpha, total_sentences=cfg.vocab_sentences,
-                vocab_size=cfg.vocab_size, model_type=cfg.model_type,
-                character_coverage=cfg.character_coverage, num_threads=cfg.workers, seed=cfg.seed,
-                verbose=cfg.verbose,
+            write_spm_vocab(sp, os.path.join(tmp, "spm.vocab"))
+        try:
+            d = Dictionary.load(cfg.dict_path)
+        except Exception as e:
+            raise PrepareError(f"--dict {cfg.dict_path}: cannot load a fairseq dictionary ({e})") from None
+        lut = id_map(sp, d, cfg.dict_path)
+        shutil.copyfile(cfg.dict_path, os.path.join(tmp, "dict.txt"))
+        sampling = {"probs": {}, "draws": {}}
+    else:
+        lang_counts, pools = vocabulary_pools(datasets, stats, cfg.vocab_text)
+        sampling = learn_vocabulary(
+            pools, lang_counts, out_dir=tmp, alpha=cfg.alpha, total_sentences=cfg.vocab_sentences,
+            vocab_size=cfg.vocab_size, model_type=cfg.model_type,
+            character_coverage=cfg.character_coverage, num_threads=cfg.workers, seed=cfg.seed,
+            verbose=cfg.verbose,
+        )
+        sp = _load_sp(spm_path)
+        _check_vocabulary_size(sp.get_piece_size(), cfg, sum(sampling["draws"].values()))
+        d = build_dictionary(sp)
+        lut = id_map(sp, d)
+    logger.info("vocabulary: %d sentencepiece pieces, %d dictionary symbols", sp.get_piece_size(), len(d))
+    return sp, d, lut, sampling
+
+
+def binarize_datasets(tmp: str, datasets, stats, d, lut, cfg: PrepareConfig, count_tokens: bool,
+                      ranges: Optional[Dict[tuple, Tuple[int, int]]] = None):
+    """Pass 3: every dataset of ``datasets`` into ``tmp``; ``(splits,
+    train_counts)``. ``ranges[key] = (lo, hi)`` keeps only sentences
+    lo..hi-1 of that dataset (a shard, :mod:`.sharding`)."""
+    splits: Dict[str, Dict] = {}
+    train_counts = np.zeros(len(d), dtype=np.int64)
+    with EncoderPool(os.path.join(tmp, "spm.model"), lut, cfg.workers) as pool:
+        for (split, name), corpora in datasets.items():
+            span = (ranges or {}).get((split, name))
+            total = sum(s.lines for s in stats[(split, name)]) if span is None else span[1] - span[0]
+            bar = _progress_bar(total, f"{split}.{name}", cfg.progress)
+            t1 = time.time()
+            fstats = FileStats()
+            if isinstance(corpora[0], MonoCorpus):
+                sides = [name]
+                prefixes = [os.path.join(tmp, f"{split}.{name}")]
+                read = lambda c: ((b,) for b in iter_sentences(c.path, fstats, cfg.batch_lines))  # noqa: E731
+            else:
+                sides = [corpora[0].src, corpora[0].tgt]
+                prefixes = [os.path.join(tmp, f"{split}.{name}.{lang}") for lang in sides]
+                read = lambda c: iter_pairs(c.src_path, c.tgt_path, fstats, cfg.batch_lines)  # noqa: E731
+            if span is None:
+                batches = (b for c in corpora for b in read(c))
+            else:
+                batches = sentence_range(corpora, [s.lines for s in stats[(split, name)]], span, read)
+            counted = count_tokens and split == "train"
+            res = binarize_dataset(
+                pool, batches, prefixes, len(d), d.unk(), count_tokens=counted,
+                progress=bar.update if bar is not None else None,
             )
-            sp = _load_sp(spm_path)
-            _check_vocabulary_size(sp.get_piece_size(), cfg, sum(sampling["draws"].values()))
-            d = build_dictionary(sp)
-            lut = id_map(sp, d)
-        logger.info("vocabulary: %d sentencepiece pieces, %d dictionary symbols", sp.get_piece_size(), len(d))
+            if bar is not None:
+                bar.close()
+            if counted:
+                for r in res:
+                    train_counts += r.counts
+            entry = {
+                "lines": res[0].lines,
+                "tokens": res[0].tokens if len(res) == 1 else {lang: r.tokens for lang, r in zip(sides, res)},
+                "unk": res[0].unk if len(res) == 1 else {lang: r.unk for lang, r in zip(sides, res)},
+                "empty_skipped": fstats.empty if span is None else None,
+                "files": [c.path if isinstance(c, MonoCorpus) else [c.src_path, c.tgt_path] for c in corpora],
+            }
+            if span is not None:
+                entry["sentences"] = list(span)
+            splits.setdefault(split, {})[name] = entry
+            logger.info(
+                "binarized %s.%s: %d lines, %s tokens in %.1fs",
+                split, name, entry["lines"], entry["tokens"], time.time() - t1,
+            )
+    return splits, train_counts
 
-        # ---- pass 3: binarize
-        splits: Dict[str, Dict] = {}
-        train_counts = np.zeros(len(d), dtype=np.int64)
-        with EncoderPool(spm_path, lut, cfg.workers) as pool:
-            for (split, name), corpora in datasets.items():
-                total = sum(s.lines for s in stats[(split, name)])
-                bar = _progress_bar(total, f"{split}.{name}", cfg.progress)
-                t1 = time.time()
-                fstats = FileStats()
-                if isinstance(corpora[0], MonoCorpus):
-                    prefixes = [os.path.join(tmp, f"{split}.{name}")]
-                    batches = ((b,) for c in corpora for b in iter_sentences(c.path, fstats, cfg.batch_lines))
-                    sides = [name]
-                else:
-                    sides = [corpora[0].src, corpora[0].tgt]
-                    prefixes = [os.path.join(tmp, f"{split}.{name}.{lang}") for lang in sides]
-                    batches = (b for c in corpora for b in iter_pairs(c.src_path, c.tgt_path, fstats, cfg.batch_lines))
-                res = binarize_dataset(
-                    pool, batches, prefixes, len(d), d.unk(), count_tokens=(split == "train" and not reuse),
-                    progress=bar.update if bar is not None else None,
-                )
-                if bar is not None:
-                    bar.close()
-                if split == "train" and not reuse:
-                    for r in res:
-                        train_counts += r.counts
-                entry = {
-                    "lines": res[0].lines,
-                    "tokens": res[0].tokens if len(res) == 1 else {lang: r.tokens for lang, r in zip(sides, res)},
-                    "unk": res[0].unk if len(res) == 1 else {lang: r.unk for lang, r in zip(sides, res)},
-                    "empty_skipped": fstats.empty,
-                    "files": [c.path if isinstance(c, MonoCorpus) else [c.src_path, c.tgt_path] for c in corpora],
-                }
-                splits.setdefault(split, {})[name] = entry
-                logger.info(
-                    "binarized %s.%s: %d lines, %s tokens in %.1fs",
-                    split, name, entry["lines"], entry["tokens"], time.time() - t1,
-                )
 
-        # ---- dictionary (counts = token frequency in train, floor 1)
-        if not reuse:
-            for i in range(d.nspecial, len(d)):
-                d.count[i] = max(1, int(train_counts[i]))
-            d.save(dict_path)
-            if Dictionary.load(dict_path).symbols != d.symbols:  # e.g. a piece the text format cannot hold
-                raise RuntimeError(f"{dict_path}: does not load back to the same symbols")
-        for lang in spec.languages:  # fairseq's translation task loads dict.{src,tgt}.txt
-            shutil.copyfile(dict_path, os.path.join(tmp, f"dict.{lang}.txt"))
+def write_dictionary(tmp: str, d, train_counts: Optional[np.ndarray], languages) -> str:
+    """``dict.txt`` with counts = token frequency in train, floor 1 (a tool
+    that drops zero-count entries keeps every piece); ``train_counts=None``
+    keeps the file already there (a reused ``--dict``). Copies
+    ``dict.{lang}.txt`` for fairseq's translation task."""
+    from fairseq.data import Dictionary
 
-        manifest = {
-            "alpha": float(cfg.alpha),
-            "vocab_sampling": sampling["probs"],
-            "vocab_sentences": sampling["draws"],
-            "vocab_text": None if reuse else cfg.vocab_text,
-            "languages": spec.languages,
-            "pairs": spec.pairs,
-            "splits": splits,
-            "text_findings": findings,
-            "spm": {
-                "model_type": _spm_model_type(sp, "unknown" if reuse else cfg.model_type),
-                "vocab_size": sp.get_piece_size(),
-                "requested_vocab_size": None if reuse else cfg.vocab_size,
-                "character_coverage": None if reuse else cfg.character_coverage,
-                "sha256": sha256_file(spm_path),
-                "reused_from": os.path.abspath(cfg.spm_model) if reuse else None,
-            },
-            "dict_size": len(d),
-            "dict_sha256": sha256_file(dict_path),
-            "dtype": str(lut.dtype),
-            "seed": cfg.seed,
-            "versions": versions(),
-            "command": cfg.command,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+    dict_path = os.path.join(tmp, "dict.txt")
+    if train_counts is not None:
+        for i in range(d.nspecial, len(d)):
+            d.count[i] = max(1, int(train_counts[i]))
+        part = f"{dict_path}.tmp-{os.getpid()}"  # replaced whole: the top of a sharded OUT is live
+        d.save(part)
+        if Dictionary.load(part).symbols != d.symbols:  # e.g. a piece the text format cannot hold
+            raise RuntimeError(f"{dict_path}: does not load back to the same symbols")
+        os.replace(part, dict_path)
+    for lang in languages:
+        part = os.path.join(tmp, f"dict.{lang}.txt.tmp-{os.getpid()}")
+        shutil.copyfile(dict_path, part)
+        os.replace(part, os.path.join(tmp, f"dict.{lang}.txt"))
+    return dict_path
+
+
+def spm_entry(sp, spm_path: str, cfg: PrepareConfig) -> Dict:
+    reuse = cfg.spm_model is not None
+    return {
+        "model_type": _spm_model_type(sp, "unknown" if reuse else cfg.model_type),
+        "vocab_size": sp.get_piece_size(),
+        "requested_vocab_size": None if reuse else cfg.vocab_size,
+        "character_coverage": None if reuse else cfg.character_coverage,
+        "sha256": sha256_file(spm_path),
+        "reused_from": os.path.abspath(cfg.spm_model) if reuse else None,
+    }
+
+
+def base_manifest(spec: CorpusSpec, cfg: PrepareConfig, sampling, findings, spm: Dict) -> Dict:
+    """The manifest entries every output (directory, shard, top) shares."""
+    reuse = cfg.spm_model is not None
+    return {
+        "alpha": float(cfg.alpha),
+        "vocab_sampling": sampling["probs"],
+        "vocab_sentences": sampling["draws"],
+        "vocab_text": None if reuse else cfg.vocab_text,
+        "languages": spec.languages,
+        "pairs": spec.pairs,
+        "text_findings": findings,
+        "spm": spm,
+        "seed": cfg.seed,
+        "versions": versions(),
+        "command": cfg.command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def prepare(spec: CorpusSpec, cfg: PrepareConfig) -> Dict:
+    """Run the whole pipeline; returns the manifest written to ``cfg.out``."""
+    t0 = time.time()
+    _check_config(cfg)
+    check_output_dir(os.path.abspath(cfg.out), cfg.overwrite)
+    reuse = cfg.spm_model is not None
+    datasets = spec.datasets()
+    stats, findings = count_corpora(datasets, cfg)
+    check_learnable(datasets, cfg)
+
+    with atomic_output_dir(cfg.out, cfg.overwrite) as tmp:
+        sp, d, lut, sampling = write_vocabulary(tmp, datasets, stats, cfg)
+        splits, train_counts = binarize_datasets(tmp, datasets, stats, d, lut, cfg, count_tokens=not reuse)
+        dict_path = write_dictionary(tmp, d, None if reuse else train_counts, spec.languages)
+        manifest = base_manifest(spec, cfg, sampling, findings, spm_entry(sp, os.path.join(tmp, "spm.model"), cfg))
+        manifest.update(splits=splits, dict_size=len(d), dict_sha256=sha256_file(dict_path), dtype=str(lut.dtype))
         write_manifest(tmp, manifest)
     logger.info("wrote %s in %.1fs", cfg.out, time.time() - t0)
     return {"format_version": 1, **manifest}

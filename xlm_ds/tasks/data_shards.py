@@ -5,10 +5,13 @@ As in fairseq's own tasks, epoch e trains on shard (e-1) mod N, and
 validation always reads d0. Every shard is a complete prepared directory
 with the same sentencepiece model and dictionary (token ids must mean the
 same in every epoch); a shard that differs is refused at start-up, naming
-the shard and the first differing entry. A language (or pair) may be
+the shard and the first differing entry. A directory written by
+``xlm-ds-prepare --num-shards N`` (its manifest lists ``shards``) stands
+for ``DIR/shard0:...:DIR/shardN-1``. A language (or pair) may be
 missing from some shards: it is warned about once, and the epochs on such
 a shard train without it. A resumed run reloads the shard of its epoch.
 """
+import json
 import logging
 import os
 from typing import Iterable, List, Sequence
@@ -34,9 +37,9 @@ class DataShards:
 
     @classmethod
     def from_data_arg(cls, data: str) -> "DataShards":
-        from fairseq import utils
-
-        return cls(utils.split_paths(data))
+        """``DATA`` as fairseq splits it; a directory that ``xlm-ds-prepare
+        --num-shards N`` wrote stands for its shards, in order."""
+        return cls(shard_paths(data))
 
     def __len__(self):
         return len(self.dirs)
@@ -93,6 +96,23 @@ class DataShards:
             self._announced = (split, epoch)
             logger.info("epoch %d: %s from shard %d of %d: %s", epoch, split, index, len(self.dirs), shard.path)
         return shard
+
+
+def shard_paths(data: str) -> List[str]:
+    """The directories of ``DATA`` (fairseq's ``d0:d1:...``), a sharded
+    directory replaced by its shards."""
+    from fairseq import utils
+
+    return [shard for path in utils.split_paths(data) for shard in _expand(path)]
+
+
+def _expand(path: str) -> List[str]:
+    manifest = os.path.join(path, "manifest.json")
+    if not os.path.isfile(manifest):
+        return [path]  # DataDirectory names what is missing
+    with open(manifest, encoding="utf-8") as f:
+        shards = json.load(f).get("shards")
+    return [os.path.join(path, s) for s in shards] if shards else [path]
 
 
 def _symbols(data: DataDirectory) -> List[str]:

@@ -220,6 +220,11 @@ class XLMTask(FairseqTask):
     def extra_streams(self, data, split, epoch):
         return OrderedDict()
 
+    def has_sharded_data(self, split):
+        # fairseq looks for os.pathsep in DATA; a sharded xlm-ds-prepare
+        # directory has none, yet its epochs must reload (each its shard)
+        return len(self.shards) > 1 or super().has_sharded_data(split)
+
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         """One stream per objective (and the extra ones), zipped: an update
         takes one batch of each. The epoch is as long as the longest stream;

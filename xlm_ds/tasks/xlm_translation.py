@@ -12,14 +12,15 @@ a pretrained checkpoint whose dictionary differs.
 (fairseq's ``--bf16`` does not run on a CPU).
 """
 import logging
+import os
 from dataclasses import dataclass
 
-from fairseq import utils
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
 from .autocast import autocast_bf16_field, bf16_autocast
 from .data_directory import DataDirectory
+from .data_shards import shard_paths
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class XLMTranslationTask(TranslationTask):
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
-        paths = utils.split_paths(cfg.data)
+        paths = shard_paths(cfg.data)
+        cfg.data = os.pathsep.join(paths)  # fairseq's translation task then reads shard (e-1) mod N
         data = DataDirectory(paths[0])
         if cfg.source_lang is None or cfg.target_lang is None:
             if len(data.pairs) != 1:
