@@ -39,6 +39,13 @@ def check_output_dir(out: str, overwrite: bool) -> None:
             )
 
 
+def copy_replacing(src: str, dst: str) -> None:
+    """``dst`` replaced whole by a copy of ``src`` (never seen half-copied)."""
+    tmp = f"{dst}.tmp-{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
 @contextmanager
 def atomic_output_dir(out: str, overwrite: bool = False) -> Iterator[str]:
     """Yield a fresh temp directory; on success it becomes ``out``."""

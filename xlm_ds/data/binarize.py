@@ -165,6 +165,13 @@ def _encode_task(batch: Tuple[Sequence[str], ...]) -> Tuple[Tuple[np.ndarray, np
     return tuple(encode_lines(side) for side in batch)
 
 
+def worker_context():
+    """fork where there is one: the workers of prepare need only
+    sentencepiece + numpy, and spawning would re-import torch/fairseq in
+    every worker (seconds each)."""
+    return mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+
+
 class EncoderPool:
     """Worker processes that encode batches; results come back in order.
 
@@ -176,10 +183,7 @@ class EncoderPool:
         self.workers = max(1, int(workers))
         self.pool = None
         if self.workers > 1:
-            # fork: workers need only sentencepiece + numpy, and spawning
-            # would re-import torch/fairseq in every worker (seconds each)
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-            self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(spm_path, lut, True))
+            self.pool = worker_context().Pool(self.workers, initializer=_init_worker, initargs=(spm_path, lut, True))
         else:
             _init_worker(spm_path, lut)
 

@@ -73,14 +73,19 @@ def versions() -> Dict[str, str]:
 
 def write_manifest(out_dir: str, manifest: Dict) -> str:
     """Write ``out_dir/manifest.json`` (via a temp file + rename)."""
-    manifest = {"format_version": FORMAT_VERSION, **manifest}
     path = os.path.join(out_dir, MANIFEST)
-    tmp = f"{path}.tmp-{os.getpid()}"  # two finalizing array tasks may race
+    write_json(path, {"format_version": FORMAT_VERSION, **manifest})
+    return path
+
+
+def write_json(path: str, obj: Dict) -> None:
+    """``path`` replaced whole (temp file + rename; the temp name is per
+    process, as two finalizing array tasks may race)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, ensure_ascii=False, sort_keys=False)
+        json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=False)
         f.write("\n")
     os.replace(tmp, path)
-    return path
 
 
 def read_manifest(data_dir: str) -> Dict:

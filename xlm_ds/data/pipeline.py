@@ -17,7 +17,6 @@ of encoding:
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -28,8 +27,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .atomic_dir import atomic_output_dir, check_output_dir
-from .binarize import EncoderPool, binarize_dataset, build_dictionary, id_map
+from .atomic_dir import atomic_output_dir, check_output_dir, copy_replacing
+from .binarize import EncoderPool, binarize_dataset, build_dictionary, id_map, worker_context
 from .corpus_spec import CorpusSpec, MonoCorpus
 from .errors import PrepareError
 from .manifest import sha256_file, versions, write_manifest
@@ -178,8 +177,7 @@ def count_corpora(datasets, cfg: PrepareConfig):
     scan_one = partial(scan, max_line_chars=cfg.max_line_chars, strict=cfg.strict_text)
     workers = min(cfg.workers, len(jobs))
     if workers > 1:
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with ctx.Pool(workers) as pool:
+        with worker_context().Pool(workers) as pool:
             results = pool.map(scan_one, [paths for _, _, paths in jobs], chunksize=1)
     else:
         results = [scan_one(paths) for _, _, paths in jobs]
@@ -311,9 +309,7 @@ def write_dictionary(tmp: str, d, train_counts: Optional[np.ndarray], languages)
             raise RuntimeError(f"{dict_path}: does not load back to the same symbols")
         os.replace(part, dict_path)
     for lang in languages:
-        part = os.path.join(tmp, f"dict.{lang}.txt.tmp-{os.getpid()}")
-        shutil.copyfile(dict_path, part)
-        os.replace(part, os.path.join(tmp, f"dict.{lang}.txt"))
+        copy_replacing(dict_path, os.path.join(tmp, f"dict.{lang}.txt"))
     return dict_path
 
 

@@ -29,11 +29,11 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .atomic_dir import atomic_output_dir, check_output_dir
+from .atomic_dir import atomic_output_dir, check_output_dir, copy_replacing
 from .binarize import id_map
 from .corpus_spec import CorpusSpec
 from .errors import PrepareError
-from .manifest import MANIFEST, read_manifest, sha256_file, write_manifest
+from .manifest import MANIFEST, read_manifest, sha256_file, write_json, write_manifest
 from .pipeline import (PrepareConfig, _check_config, _load_sp, base_manifest, binarize_datasets,
                        check_learnable, count_corpora, spm_entry, write_dictionary, write_vocabulary)
 from .sharding import shard_range
@@ -41,7 +41,6 @@ from .text_reader import FileStats
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("all", "vocab", "shard", "finalize")
 VOCAB_DIR = "vocab"
 VOCAB_MARKER = "vocab.json"
 FAILED_MARKER = "vocab.failed"
@@ -50,14 +49,6 @@ COUNTS = "token_counts.npy"  #: raw train counts of a shard (dict.txt floors the
 
 def shard_dir(root: str, index: int) -> str:
     return os.path.join(root, f"shard{index}")
-
-
-def _write_json(path: str, obj: Dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def _corpus_record(datasets, stats) -> Dict:
@@ -146,9 +137,9 @@ def vocab_stage(spec: CorpusSpec, cfg: PrepareConfig, root: str, num_shards: int
             "corpus": _corpus_record(datasets, stats),
             "manifest": base_manifest(spec, cfg, sampling, findings, spm_entry(sp, os.path.join(tmp, "spm.model"),
                                                                                 cfg)),
-            "dtype": str(lut.dtype), "dict_sha256": sha256_file(os.path.join(tmp, "dict.txt")),
+            "dtype": str(lut.dtype),
         }
-        _write_json(os.path.join(tmp, VOCAB_MARKER), record)
+        write_json(os.path.join(tmp, VOCAB_MARKER), record)
     return record
 
 
@@ -156,7 +147,7 @@ def record_vocab_failure(root: str, error: Exception) -> None:
     """Tells the waiting shard tasks of this array job that they will not
     get a vocabulary."""
     if os.path.isdir(root):
-        _write_json(os.path.join(root, FAILED_MARKER), {"error": str(error), "job": _array_job()})
+        write_json(os.path.join(root, FAILED_MARKER), {"error": str(error), "job": _array_job()})
 
 
 def _array_job() -> Optional[str]:
@@ -261,10 +252,10 @@ def finalize_stage(spec_languages, root: str, record: Dict, if_complete: bool = 
         splits[split][name]["empty_skipped"] = sum(e["empty"] for e in entries)
         splits[split][name].pop("sentences", None)
     for name in ("spm.model", "spm.vocab"):
-        _copy_replace(os.path.join(vocab, name), os.path.join(root, name))
+        copy_replacing(os.path.join(vocab, name), os.path.join(root, name))
     reuse = record["settings"]["spm_model"] is not None
     if reuse:
-        _copy_replace(os.path.join(vocab, "dict.txt"), os.path.join(root, "dict.txt"))
+        copy_replacing(os.path.join(vocab, "dict.txt"), os.path.join(root, "dict.txt"))
     dict_path = write_dictionary(root, d, None if reuse else counts, spec_languages)
     manifest = dict(record["manifest"], splits=splits, dict_size=len(d), dict_sha256=sha256_file(dict_path),
                     dtype=record["dtype"], shards=[os.path.basename(shard_dir(root, i)) for i in range(n)])
@@ -285,12 +276,6 @@ def _add_entry(into: Dict, name: str, e: Dict) -> None:
             have[field] += e[field]
 
 
-def _copy_replace(src: str, dst: str) -> None:
-    tmp = f"{dst}.tmp-{os.getpid()}"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
 def _check_staged_root(root: str, cfg: PrepareConfig) -> None:
     """A staged ``--out`` is new, empty, or one of ours not yet finalized
     (it holds ``vocab/`` or a failed vocab stage's marker)."""
@@ -306,7 +291,6 @@ def prepare_stage(spec: CorpusSpec, cfg: PrepareConfig, stage: str, num_shards: 
     _check_config(cfg)
     root = os.path.abspath(cfg.out)
     if stage == "all":  # one machine: every stage inside one atomic directory
-        check_output_dir(root, cfg.overwrite)
         with atomic_output_dir(root, cfg.overwrite) as tmp:
             record = vocab_stage(spec, cfg, tmp, num_shards)
             for i in range(num_shards):
