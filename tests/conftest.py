@@ -8,6 +8,11 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import xlm_ds  # noqa: E402,F401  (registers tasks, models, criterions)
+from xlm_ds import fairseq_compat  # noqa: E402
+
+# in-process tests call fairseq's trainer, loaders and batching directly, as
+# fairseq-train does after our task's setup_task (subprocess tests get it there)
+fairseq_compat.apply()
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402

@@ -164,6 +164,21 @@ def test_same_seed_same_output(tiny, tmp_path, capsys):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
 
 
+def test_same_output_whatever_the_workers(tiny, tmp_path, capsys):
+    """The vocabulary must not depend on the machine's cores: a SLURM task
+    with 1 CPU learned another spm.model than a 2-core laptop when
+    sentencepiece's threads followed --workers. ``--spm-threads`` does
+    change it (sentencepiece splits its training over the threads)."""
+    def spm(name, *extra):
+        out = tmp_path / name
+        assert main([*base_args(tiny), "--out", str(out), "--vocab-size", "300", "--model-type", "unigram",
+                     "--quiet", *extra]) == 0
+        return (out / "spm.model").read_bytes(), (out / "train.en.bin").read_bytes()
+
+    assert spm("w1", "--workers", "1") == spm("w2", "--workers", "2")
+    assert spm("t1", "--spm-threads", "1")[0] != spm("t2", "--spm-threads", "2")[0]
+
+
 def test_help_lists_every_flag(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])

@@ -13,6 +13,12 @@ import sys
 import nan_injection  # noqa: E402  (this folder: the script's sys.path[0])
 import sample_recorder  # noqa: E402
 import xlm_ds  # noqa: F401
+from xlm_ds import fairseq_compat  # noqa: E402
+
+# the fixes first (as the task's setup_task / xlm-ds-train would apply them),
+# so that the faults below wrap the patched fairseq and the start-up check
+# sees fairseq's own signatures, not the probe's wrappers
+fairseq_compat.apply()
 from xlm_ds.engine.trainer import DeepSpeedTrainer
 
 KILL_AT = int(os.environ.get("FAULT_KILL_AT_UPDATE", "0"))

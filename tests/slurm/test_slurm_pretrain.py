@@ -5,7 +5,8 @@ resumes, and ends with exactly the updates (and losses) of the
 uninterrupted run.
 
 Needs root and apt (installs slurmctld, slurmd, slurm-client, munge when
-missing); skipped when XLM_DS_SKIP_SLURM=1. About 4 minutes on 2 cores.
+missing); skipped when XLM_DS_SKIP_SLURM=1 (conftest.py). About 4 minutes
+on 2 cores.
 """
 import json
 import os
@@ -23,39 +24,6 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCRIPT = os.path.join(REPO, "slurm", "pretrain.sh")
 MAX_UPDATE = 150
 SIGNAL_AFTER = 10  # updates seen before the signal is sent
-
-if os.environ.get("XLM_DS_SKIP_SLURM") == "1":
-    pytest.skip("XLM_DS_SKIP_SLURM=1", allow_module_level=True)
-
-
-def _load_cluster_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("xlm_ds_test_slurm_cluster",
-                                                  os.path.join(os.path.dirname(__file__), "cluster.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cluster_mod = _load_cluster_module()
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("slurm")
-    cluster = cluster_mod.LocalSlurm(str(workdir), cpus=2, log=lambda m: sys.stderr.write(m + "\n"))
-    try:
-        cluster.start()
-    except cluster_mod.SlurmUnavailable as e:
-        cluster.stop()
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no SLURM: {e}")
-    yield cluster
-    cluster.stop()
-    for name, proc in cluster.procs.items():
-        assert proc.poll() is not None, f"{name} still running"
 
 
 def _job_name(save_dir):

@@ -47,12 +47,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser = build_parser()
     args = parser.parse_args(argv)
-    import xlm_ds  # noqa: F401  (checkpoint-loading compatibility patches)
     from xlm_ds.engine.export import ExportError, export
+    from xlm_ds.fairseq_compat import trusted_checkpoints
 
     start = time.time()
     try:
-        state = export(args.checkpoint, args.out, tag=args.tag, check=not args.no_check)
+        with trusted_checkpoints():
+            state = export(args.checkpoint, args.out, tag=args.tag, check=not args.no_check)
     except (ExportError, FileNotFoundError) as e:
         parser.exit(2, f"{PROG}: error: {e}\n")
     except KeyboardInterrupt:

@@ -44,6 +44,7 @@ output (--out DIR): spm.model, spm.vocab, dict.txt (+ dict.LANG.txt copies),
 def build_parser() -> argparse.ArgumentParser:
     from xlm_ds.data.corpus_spec import SPLITS
     from xlm_ds.data.text_reader import MAX_LINE_CHARS
+    from xlm_ds.data.vocab_training import SPM_THREADS
 
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "sentences (default: %(default)s)")
     v.add_argument("--character-coverage", type=float, default=0.9995, metavar="F",
                    help="sentencepiece character coverage (default: %(default)s)")
+    v.add_argument("--spm-threads", type=int, default=SPM_THREADS, metavar="N",
+                   help="sentencepiece training threads. Sentencepiece splits its training over the threads, "
+                   "so the vocabulary depends on N: keep it fixed (not the machine's core count) and the "
+                   "same command gives the same vocabulary on any machine (default: %(default)s)")
     v.add_argument("--spm-model", metavar="FILE",
                    help="reuse this sentencepiece model instead of learning one (needs --dict)")
     v.add_argument("--dict", dest="dict_path", metavar="FILE",
@@ -116,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = p.add_argument_group("run")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="encoder processes and sentencepiece training threads (default: CPU count, %(default)s)")
+                   help="encoder processes (the output does not depend on N; default: CPU count, %(default)s)")
     r.add_argument("--seed", type=int, default=1, help="seed of the vocabulary sample (default: %(default)s)")
     r.add_argument("--batch-lines", type=int, default=10000, metavar="N",
                    help="sentences per batch sent to a worker (default: %(default)s)")
@@ -164,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = PrepareConfig(
         out=args.out, vocab_size=args.vocab_size, model_type=args.model_type, alpha=args.alpha,
         vocab_sentences=args.vocab_sentences, vocab_text=args.vocab_text,
-        character_coverage=args.character_coverage,
+        character_coverage=args.character_coverage, spm_threads=args.spm_threads,
         spm_model=args.spm_model, dict_path=args.dict_path, workers=args.workers, seed=args.seed,
         overwrite=args.overwrite, batch_lines=args.batch_lines, progress=not args.quiet,
         verbose=args.verbose, strict_text=args.strict_text, max_line_chars=args.max_line_chars,

@@ -135,12 +135,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     _setup_logging()
     from xlm_ds.engine.ds_config import DSConfigError
     from xlm_ds.engine.launch_env import LaunchEnvError
+    from xlm_ds.fairseq_compat import FairseqCompatError, apply
     from xlm_ds.reliability.ds_checkpoints import ResumeError
     from xlm_ds.reliability.preflight import PreflightError
 
     try:
+        apply()
         run_training(argv)
-    except (DSConfigError, LaunchEnvError, ResumeError, PreflightError) as e:
+    except (DSConfigError, LaunchEnvError, ResumeError, PreflightError, FairseqCompatError) as e:
         sys.stderr.write(f"{PROG}: error: {e}\n")
         return 2
     return 0

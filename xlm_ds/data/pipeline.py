@@ -34,7 +34,7 @@ from .errors import PrepareError
 from .manifest import sha256_file, versions, write_manifest
 from .sharding import sentence_range
 from .text_reader import MAX_LINE_CHARS, FileStats, iter_pairs, iter_sentences, scan
-from .vocab_training import learn_vocabulary, write_spm_vocab
+from .vocab_training import SPM_THREADS, learn_vocabulary, write_spm_vocab
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class PrepareConfig:
     vocab_sentences: int = 1_000_000
     vocab_text: str = "mono"
     character_coverage: float = 0.9995
+    spm_threads: int = SPM_THREADS
     spm_model: Optional[str] = None
     dict_path: Optional[str] = None
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -128,6 +129,8 @@ def _check_config(cfg: PrepareConfig) -> None:
         raise PrepareError(f"--vocab-sentences {cfg.vocab_sentences}; expected an integer >= 1")
     if not (0 < cfg.character_coverage <= 1):
         raise PrepareError(f"--character-coverage {cfg.character_coverage}; expected a number in (0, 1]")
+    if cfg.spm_threads < 1:
+        raise PrepareError(f"--spm-threads {cfg.spm_threads}; expected an integer >= 1")
     if cfg.workers < 1:
         raise PrepareError(f"--workers {cfg.workers}; expected an integer >= 1")
     if cfg.max_line_chars < 1:
@@ -228,7 +231,7 @@ def write_vocabulary(tmp: str, datasets, stats, cfg: PrepareConfig):
         sampling = learn_vocabulary(
             pools, lang_counts, out_dir=tmp, alpha=cfg.alpha, total_sentences=cfg.vocab_sentences,
             vocab_size=cfg.vocab_size, model_type=cfg.model_type,
-            character_coverage=cfg.character_coverage, num_threads=cfg.workers, seed=cfg.seed,
+            character_coverage=cfg.character_coverage, num_threads=cfg.spm_threads, seed=cfg.seed,
             verbose=cfg.verbose,
         )
         sp = _load_sp(spm_path)
@@ -320,6 +323,7 @@ def spm_entry(sp, spm_path: str, cfg: PrepareConfig) -> Dict:
         "vocab_size": sp.get_piece_size(),
         "requested_vocab_size": None if reuse else cfg.vocab_size,
         "character_coverage": None if reuse else cfg.character_coverage,
+        "threads": None if reuse else cfg.spm_threads,  # the model depends on it (vocab_training.py)
         "sha256": sha256_file(spm_path),
         "reused_from": os.path.abspath(cfg.spm_model) if reuse else None,
     }

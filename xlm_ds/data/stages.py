@@ -91,7 +91,7 @@ def _stats_from_record(datasets, record: Dict, marker: str):
 
 def _vocab_settings(cfg: PrepareConfig) -> Dict:
     keys = ("vocab_size", "model_type", "alpha", "vocab_sentences", "vocab_text", "character_coverage",
-            "seed", "allow_smaller_vocab")
+            "spm_threads", "seed", "allow_smaller_vocab")
     reuse = {"spm_model": cfg.spm_model and os.path.abspath(cfg.spm_model),
              "dict": cfg.dict_path and os.path.abspath(cfg.dict_path)}
     return {**{k: getattr(cfg, k) for k in keys}, **reuse}

@@ -35,6 +35,12 @@ from .text_reader import iter_sentences
 
 logger = logging.getLogger(__name__)
 
+# Sentencepiece's trainer splits its work over num_threads, and the model it
+# learns depends on that number (not on the cores it runs on): a fixed count
+# makes a vocabulary reproducible across machines (16 threads on 2 cores
+# trained as fast as 2 threads, docs/prepare.md).
+SPM_THREADS = 16
+
 
 def plan_draws(counts: Mapping[str, int], alpha: float, total: int) -> Dict[str, Dict]:
     """Return ``{"probs": {lang: q}, "draws": {lang: k}}`` for ``total``

@@ -26,7 +26,8 @@ import os
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from fairseq import checkpoint_utils
+
+from ..reliability.fairseq_checkpoints import torch_persistent_save
 
 logger = logging.getLogger("xlm_ds.export")
 
@@ -163,7 +164,7 @@ def export(checkpoint: str, out: str, tag: Optional[str] = None, check: bool = T
     if check:
         check_loadable(state)
     os.makedirs(os.path.dirname(os.path.abspath(out)) or ".", exist_ok=True)
-    checkpoint_utils.torch_persistent_save(state, out)  # temp file + rename
+    torch_persistent_save(state, out)  # temp file + fsync + rename
     return state
 
 

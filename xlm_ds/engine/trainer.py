@@ -34,12 +34,13 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-from fairseq import checkpoint_utils, utils
+from fairseq import utils
 from fairseq.distributed import utils as distributed_utils
 from fairseq.logging import meters, metrics
 from fairseq.optim import FairseqOptimizer
 from omegaconf import OmegaConf
 
+from ..reliability.fairseq_checkpoints import torch_persistent_save
 from ..reliability.nonfinite import NonFiniteCounter, limit_from_cfg
 from .ds_config import ResolvedDSConfig
 
@@ -577,7 +578,7 @@ class DeepSpeedTrainer:
         # a kill at any point leaves the previous complete tag in charge
         rank = dist.get_rank() if dist.is_initialized() else 0
         os.makedirs(os.path.join(save_dir, tag), exist_ok=True)
-        checkpoint_utils.torch_persistent_save(
+        torch_persistent_save(  # atomic, with its completeness marker
             rng_state(), os.path.join(save_dir, tag, f"rng_state_{rank}.pt")
         )
         self.engine.save_checkpoint(

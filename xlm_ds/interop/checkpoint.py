@@ -13,11 +13,9 @@ iterator whether or not the ``--reset-*`` flags are given.
 """
 import dataclasses
 import os
-import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 from omegaconf import OmegaConf, open_dict
 
@@ -104,10 +102,7 @@ def load_xlm_model(path: str):
     from ..models.pretrained import PretrainedCheckpointError, PretrainedXLM
 
     try:
-        with warnings.catch_warnings():
-            # torch.load's notice that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set (see xlm_ds/patches.py)
-            warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
-            pre = PretrainedXLM.load(path)
+        pre = PretrainedXLM.load(path)
     except PretrainedCheckpointError as e:
         raise InteropError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - fairseq's loader fails in many ways on foreign files
@@ -176,8 +171,10 @@ def make_checkpoint(
 
 
 def save_checkpoint(ckpt: Dict, path: str) -> None:
-    """Atomic (temp file + rename), as fairseq saves its own checkpoints."""
-    checkpoint_utils.torch_persistent_save(ckpt, path)
+    """Atomic (temp file + fsync + rename)."""
+    from ..reliability.fairseq_checkpoints import torch_persistent_save
+
+    torch_persistent_save(ckpt, path)
 
 
 def arch_flags(model_cfg) -> List[str]:

@@ -11,6 +11,8 @@ import torch
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 
+from ..fairseq_compat import trusted_checkpoints
+
 
 class EncodeError(ValueError):
     pass
@@ -59,7 +61,8 @@ class SentenceEncoder:
 
         if not os.path.isfile(path):
             raise EncodeError(f"{path}: checkpoint not found")
-        ckpt = checkpoint_utils.load_checkpoint_to_cpu(path)
+        with trusted_checkpoints():
+            ckpt = checkpoint_utils.load_checkpoint_to_cpu(path)
         cfg = ckpt["cfg"]
         model_cfg, task_cfg = cfg["model"], cfg.get("task")
         if "encoder.embed_tokens.weight" not in ckpt["model"]:

@@ -8,6 +8,8 @@ from typing import Dict, List, Sequence
 import torch
 from fairseq import checkpoint_utils
 
+from ..fairseq_compat import trusted_checkpoints
+
 
 class PretrainedCheckpointError(ValueError):
     pass
@@ -26,7 +28,8 @@ class PretrainedXLM:
         if not os.path.isfile(path):
             raise PretrainedCheckpointError(f"{path}: pretrained checkpoint not found")
         try:
-            ckpt = checkpoint_utils.load_checkpoint_to_cpu(path)
+            with trusted_checkpoints():
+                ckpt = checkpoint_utils.load_checkpoint_to_cpu(path)
         except Exception as e:  # fairseq's upgrade code fails on foreign dicts
             raise PretrainedCheckpointError(
                 f"{path}: not an xlm_ds pretraining checkpoint (fairseq cannot read it: "

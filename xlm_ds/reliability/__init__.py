@@ -9,5 +9,5 @@
 * ``prefetch``: fairseq's prefetch thread joined before interpreter exit
 * ``preflight``: start-up checks (free disk space for a checkpoint)
 
-The fairseq patches are applied by ``xlm_ds.patches``.
+The fairseq patches are applied by ``xlm_ds.fairseq_compat`` (training entry points only).
 """

@@ -7,7 +7,7 @@ kill during the copy leaves a truncated ``checkpoint_last.pt``, and the
 next run dies in ``torch.load`` or, worse, resumes nothing). On resume it
 only ever looks at ``checkpoint_last.pt``.
 
-Three patches (applied by ``xlm_ds.patches``, idempotent):
+Three patches (applied by ``xlm_ds.fairseq_compat`` when training starts):
 
 * ``checkpoint_utils.torch_persistent_save`` -> :func:`atomic.atomic_write`
   (temp + fsync + rename + completeness marker with sha256). A full disk

@@ -15,7 +15,7 @@ A loss that is NaN/inf gives a non-finite gradient norm, so the gradient
 check covers it without another collective.
 
 The fairseq side is a patch of ``fairseq.trainer.Trainer`` (applied by
-``xlm_ds.patches``); the DeepSpeed trainer uses :class:`NonFiniteCounter`.
+``xlm_ds.fairseq_compat``); the DeepSpeed trainer uses :class:`NonFiniteCounter`.
 """
 import logging
 import math

@@ -80,6 +80,7 @@ def apply() -> None:
         self._xlm_ds_stop = threading.Event()
         _consumers.add(self)
 
+    __init__.__wrapped__ = init
     cls.__init__ = __init__
     cls.run = _run
     cls._xlm_ds_patched = True

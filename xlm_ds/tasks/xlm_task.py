@@ -23,6 +23,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING, open_dict
 
+from .. import fairseq_compat
 from ..data.epoch_streams import EpochZipDatasets, StreamConcat, StreamResampling
 from ..data.masking import MaskingConfig, frequency_weights
 from ..data.objective_dataset import stream_seed
@@ -128,6 +129,7 @@ class XLMTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: XLMTaskConfig, **kwargs):
+        fairseq_compat.apply()  # fairseq-train/-generate's first call into the plugin
         shards = DataShards.from_data_arg(cfg.data)
         dictionary = shards.load_dictionary()
         logger.info(

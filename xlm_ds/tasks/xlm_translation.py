@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
+from .. import fairseq_compat
 from .autocast import autocast_bf16_field, bf16_autocast
 from .data_directory import DataDirectory
 from .data_shards import shard_paths
@@ -40,6 +41,7 @@ class XLMTranslationTask(TranslationTask):
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
+        fairseq_compat.apply()  # fairseq-train/-generate's first call into the plugin
         paths = shard_paths(cfg.data)
         cfg.data = os.pathsep.join(paths)  # fairseq's translation task then reads shard (e-1) mod N
         data = DataDirectory(paths[0])
