@@ -34,7 +34,12 @@ def fairseq_args(data, save, *extra, updates=30):
 
 def run_probe(data, save, losses, *extra, updates=30, faults=None, expect_rc=0, timeout=300):
     """fairseq-train (with faults) -> (returncode, log)."""
-    cmd = [sys.executable, PROBE, *fairseq_args(data, save, *extra, updates=updates)]
+    return run_probe_args(fairseq_args(data, save, *extra, updates=updates), save, losses, faults, expect_rc, timeout)
+
+
+def run_probe_args(args, save, losses, faults=None, expect_rc=0, timeout=300):
+    """The probe with a whole fairseq-train command line (another task)."""
+    cmd = [sys.executable, PROBE, *map(str, args)]
     return _run(cmd, env(FAULT_LOSSES=losses, **(faults or {})), save, expect_rc, timeout)
 
 
@@ -77,7 +82,8 @@ def probe():
     --import-mode=importlib)."""
     import types
 
-    return types.SimpleNamespace(run=run_probe, losses=read_losses, model=model_state, env=env, repo=REPO)
+    return types.SimpleNamespace(run=run_probe, run_args=run_probe_args, losses=read_losses, model=model_state,
+                                 env=env, repo=REPO)
 
 
 DS_PROBE = os.path.join(REPO, "tests", "faults", "ds_probe.py")

@@ -7,9 +7,12 @@ import os
 import random
 import shutil
 
+import pytest
 import torch
 
 from xlm_ds.reliability.atomic import read_marker, verify
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _assert_same_trajectory(got, ref, updates):
@@ -101,3 +104,38 @@ def test_nan_losses_in_a_row_stop_with_a_message(prepared_sample, probe, tmp_pat
     assert rc == 1
     assert ("TooManyNonFiniteUpdates: 3 updates in a row with a non-finite loss/gradient (last: update 3, "
             "gradient norm nan); --max-nonfinite-updates is 3") in log
+
+
+def _umt_args(data, save, pretrained):
+    return [
+        data, "--user-dir", os.path.join(REPO, "xlm_ds"), "--task", "xlm_umt", "-s", "en", "-t", "fr",
+        "--arch", "xlm_transformer_tiny", "--init-encoder", pretrained, "--init-decoder", pretrained,
+        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--lambda-bt", "0:0,10:1",
+        "--max-tokens", "400", "--optimizer", "adam", "--lr", "5e-4", "--max-update", "20",
+        "--save-interval-updates", "10", "--no-epoch-checkpoints", "--cpu", "--save-dir", save,
+        "--disable-validation", "--seed", "3", "--log-interval", "1", "--log-format", "simple",
+    ]
+
+
+@pytest.mark.parametrize("task", ["xlm_align", "xlm_umt"])
+def test_sigkill_resumes_exactly_with_the_task_state(task, prepared_sample, pretrained_tiny, probe, tmp_path):
+    """Tasks with state of their own (xlm_align: momentum key encoder and
+    negatives queue; xlm_umt: back-translation through the model being
+    trained): killed between the save at 10 and update 20, the same command
+    resumes and gives the uninterrupted run's losses and gradient norms."""
+    def run(save, losses, **kw):
+        if task == "xlm_umt":
+            return probe.run_args(_umt_args(prepared_sample, save, pretrained_tiny), save, losses, **kw)
+        return probe.run(prepared_sample, save, losses, "--task", "xlm_align", "--objectives", "tlm",
+                         "--align-queue-size", "48", "--align-shuffle-rate", "0.3", updates=20, **kw)
+
+    ref = str(tmp_path / "ref.jsonl")
+    run(tmp_path / "ref", ref)
+    kill_at = random.Random().randint(12, 19)  # the queue is full after ~6 updates
+    print(f"SIGKILL inside update {kill_at}")
+    save, losses = tmp_path / "ckpt", str(tmp_path / "losses.jsonl")
+    rc, _ = run(save, losses, faults={"FAULT_KILL_AT_UPDATE": kill_at}, expect_rc=None)
+    assert rc == -9, rc
+    _, log = run(save, losses)
+    assert "Loaded checkpoint" in log and "@ 10 updates" in log
+    _assert_same_trajectory(probe.losses(losses), probe.losses(ref), range(11, 21))

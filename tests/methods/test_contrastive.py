@@ -128,3 +128,51 @@ def test_align_task_step_updates_queue_and_key_encoder(prepared_sample):
     snap = [p.detach().clone() for p in task.key_encoder.parameters()]
     task.align_loss(model, batch2, update_num=2)
     assert all(torch.equal(a, b) for a, b in zip(task.key_encoder.parameters(), snap))
+
+
+def test_align_task_state_round_trips_through_a_checkpoint(prepared_sample):
+    """The task state a checkpoint holds (task.state_dict(), what fairseq
+    and xlm-ds-train save) gives a new task the key encoder, queue and
+    momentum step of the old one: the next update's loss is the same."""
+    from omegaconf import OmegaConf
+
+    from xlm_ds.models.xlm_model import XLMConfig, XLMModel
+    from xlm_ds.tasks.alignment_task import AlignTaskConfig, AlignXLMTask
+
+    cfg = AlignTaskConfig(data=prepared_sample, objectives="tlm", seed=1, align_queue_size=6,
+                          align_momentum=0.5, tokens_per_sample=64)
+
+    def new_task():
+        task = AlignXLMTask.setup_task(cfg)
+        task.load_dataset("valid")
+        return task
+
+    task = new_task()
+    ds = task.dataset("valid").datasets["align"]
+    model = XLMModel.build_model(OmegaConf.structured(XLMConfig(
+        encoder_layers=1, encoder_embed_dim=16, encoder_ffn_embed_dim=32, encoder_attention_heads=2,
+        dropout=0.0, attention_dropout=0.0, max_positions=64)), task).eval()
+    batches = [ds.collater([ds[i] for i in range(j, j + 4)]) for j in (0, 4, 8)]
+    for u, b in enumerate(batches[:2], start=1):
+        task.align_loss(model, b, update_num=u)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01)  # an optimizer step, so the key encoder lags the model
+    saved = torch.load(_through_bytes(task.state_dict()), weights_only=False)
+    assert set(saved["align"]) == {"key_encoder", "queue", "momentum_step"}
+    resumed = new_task()
+    resumed.load_state_dict(saved)
+    expected, _ = task.align_loss(model, batches[2], update_num=3)
+    got, _ = resumed.align_loss(model, batches[2], update_num=3)
+    assert float(got) == float(expected)
+    fresh, _ = new_task().align_loss(model, batches[2], update_num=3)  # what a resume gave before
+    assert float(fresh) != float(expected)
+
+
+def _through_bytes(obj):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return buf

@@ -632,7 +632,9 @@ class DeepSpeedTrainer:
         state = (client or {}).get("xlm_ds")
         if state is None:
             raise ValueError(f"{path}: not written by xlm-ds-train (no xlm_ds client state)")
-        if not reset_optimizer:
+        if not reset_optimizer:  # resuming this run (not initialising from another)
+            if state.get("task_state"):
+                self.task.load_state_dict(state["task_state"])  # e.g. xlm_align's key encoder and queue
             if self.lr_scheduler is not None and not reset_lr_scheduler and state.get("lr_scheduler_state"):
                 self.lr_scheduler.load_state_dict(state["lr_scheduler_state"])
             self.set_num_updates(int(state["num_updates"]))

@@ -20,6 +20,9 @@ Three patches (applied by ``xlm_ds.fairseq_compat`` when training starts):
   checkpoint_last.pt``, the newest *complete* checkpoint of ``--save-dir``
   is resumed; each newer one that fails its checksum is named in a warning.
   An explicit ``--restore-file`` that fails its checksum is an error.
+  A resumed run also gets its task's own state back (``task_state``, which
+  fairseq saves in every checkpoint but restores only when loading a model
+  for inference): xlm_align's key encoder and queue.
 """
 import logging
 import os
@@ -112,6 +115,21 @@ def find_resume_checkpoint(save_dir: str):
     )
 
 
+def restore_task_state(task, path: str) -> None:
+    """fairseq's trainer saves ``task.state_dict()`` in every checkpoint but
+    never gives it back on resume (only ``load_model_ensemble_and_task``
+    does): a task with state of its own (xlm_align's key encoder and queue)
+    would resume without it. Reads only ``task_state`` (mmap)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # not a zip file (legacy torch.save format)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("task_state"):
+        task.load_state_dict(state["task_state"])
+
+
 def load_checkpoint(original):
     def patched(cfg, trainer, **passthrough_args):
         from omegaconf import open_dict
@@ -121,6 +139,7 @@ def load_checkpoint(original):
         # the first point where fairseq-train knows both the model and --save-dir
         check_disk_space(cfg.save_dir, sum(p.numel() for p in trainer.model.parameters()), cfg.no_save)
 
+        resumed = None  # a checkpoint of this run (not a --finetune-from-model start)
         if cfg.restore_file == "checkpoint_last.pt" and not trainer.checkpoint_suffix:
             last = os.path.join(cfg.save_dir, "checkpoint_last.pt")
             chosen = find_resume_checkpoint(cfg.save_dir)
@@ -130,15 +149,25 @@ def load_checkpoint(original):
                 with open_dict(cfg):
                     cfg.restore_file, cfg.finetune_from_model = chosen, None
                 try:
-                    return original(cfg, trainer, **passthrough_args)
+                    out = original(cfg, trainer, **passthrough_args)
                 finally:
                     with open_dict(cfg):
                         cfg.restore_file, cfg.finetune_from_model = saved
-        elif os.path.isfile(cfg.restore_file) and read_marker(cfg.restore_file) is not None:
-            ok, reason = verify(cfg.restore_file)
-            if not ok:
-                raise CheckpointCorruptError(f"--restore-file {cfg.restore_file}: {reason}; expected a complete checkpoint")
-        return original(cfg, trainer, **passthrough_args)
+                restore_task_state(trainer.task, chosen)
+                return out
+            resumed = last if os.path.isfile(last) else None
+        else:
+            if os.path.isfile(cfg.restore_file) and read_marker(cfg.restore_file) is not None:
+                ok, reason = verify(cfg.restore_file)
+                if not ok:
+                    raise CheckpointCorruptError(
+                        f"--restore-file {cfg.restore_file}: {reason}; expected a complete checkpoint")
+            if os.path.isfile(cfg.restore_file) and not (cfg.reset_optimizer or cfg.reset_dataloader):
+                resumed = cfg.restore_file
+        out = original(cfg, trainer, **passthrough_args)
+        if resumed is not None and trainer.task is not None:
+            restore_task_state(trainer.task, resumed)
+        return out
 
     patched._xlm_ds_patched = True
     patched.__wrapped__ = original

@@ -12,8 +12,12 @@ sentence-level contrastive objective on translation pairs, MoCo style:
   ``--align-weight`` and averaged over the sentences of the batch,
 * after each optimizer step θ_k ← m θ_k + (1 − m) θ_q (``--align-momentum``).
 
-The momentum encoder and the queue live in the task: they are not saved in
-checkpoints (a resumed run restarts them from the model, empty queue).
+The momentum encoder and the queue live in the task and are saved with it
+(``state_dict``: fairseq's ``task_state`` of every checkpoint), so a resumed
+run continues with the key encoder and negatives it had, not a fresh copy of
+the model and an empty queue. Each rank keeps its own queue but a checkpoint
+holds rank 0's: a single-process resume is exact, a data-parallel one gives
+every rank rank 0's negatives.
 """
 import logging
 from collections import OrderedDict
@@ -110,6 +114,19 @@ class AlignXLMTask(XLMTask):
         self.key_encoder = None
         self.queue = None
         self._momentum_step = None
+        self._saved = None  # from a checkpoint, until the key encoder exists
+
+    def state_dict(self):
+        state = super().state_dict()
+        if self.key_encoder is not None:
+            state = dict(state, align={"key_encoder": self.key_encoder.state_dict(),
+                                       "queue": self.queue.tensor().cpu(), "momentum_step": self._momentum_step})
+        return state
+
+    def load_state_dict(self, state_dict):
+        state = dict(state_dict)
+        self._saved = state.pop("align", None)
+        super().load_state_dict(state)
 
     def stream_keys(self):
         return sorted(set(super().stream_keys()) | set(self.align_pairs))
@@ -141,10 +158,15 @@ class AlignXLMTask(XLMTask):
         inner = model
         while hasattr(inner, "module"):  # DDP / fairseq's ModuleProxyWrapper
             inner = inner.module
-        if self.key_encoder is None:
+        fresh = self.key_encoder is None
+        if fresh:
             self.key_encoder = make_key_encoder(inner)
             self.queue = KeyQueue(self.cfg.align_queue_size, inner.encoder.embed_tokens.embedding_dim)
-        elif update_num is not None and update_num != self._momentum_step:
+            if self._saved is not None:  # resuming: the key encoder and queue of the checkpoint
+                self.key_encoder.load_state_dict(self._saved["key_encoder"])
+                self.queue.enqueue(self._saved["queue"])
+                self._momentum_step, self._saved, fresh = self._saved["momentum_step"], None, False
+        if not fresh and update_num is not None and update_num != self._momentum_step:
             momentum_update(inner, self.key_encoder, self.cfg.align_momentum)
         if update_num is not None:
             self._momentum_step = update_num
