@@ -168,38 +168,23 @@ def export(checkpoint: str, out: str, tag: Optional[str] = None, check: bool = T
     return state
 
 
-class _Dict:
-    def __init__(self, symbols, pad_index):
-        self.symbols = symbols
-        self.pad_index = pad_index
-
-    def __len__(self):
-        return len(self.symbols)
-
-    def pad(self):
-        return self.pad_index
-
-
 def check_loadable(state: Dict[str, Any]) -> None:
     """Build the model of ``state['cfg']`` and load ``state['model']`` into
     it strictly (what fairseq's loader does after setting up the task)."""
     from omegaconf import OmegaConf
 
-    from ..models.xlm_model import XLMModel
+    from ..interop import InteropError
+    from ..interop.checkpoint import build_xlm_model
 
     cfg = OmegaConf.create(state["cfg"])
     symbols = state["task_state"].get("dictionary_symbols")
     if not symbols:
         raise ExportError("exported checkpoint has no task_state.dictionary_symbols")
-    pad = symbols.index("<pad>") if "<pad>" in symbols else 1
-    m = cfg.model
-
-    class _Task:  # what XLMModel.build_model reads
-        source_dictionary = _Dict(symbols, pad)
-        languages = XLMModel.languages_of(m)
-
-    with torch.device("meta"):
-        model = XLMModel.build_model(m, _Task())
+    try:
+        with torch.device("meta"):
+            model = build_xlm_model(cfg.model, symbols)
+    except InteropError as e:
+        raise ExportError(f"exported checkpoint: {e}") from None
     missing, unexpected = torch.nn.Module.load_state_dict(model, state["model"], strict=False, assign=True)
     if missing or unexpected:
         raise ExportError(f"exported weights do not fit the model: missing {missing}, unexpected {unexpected}")

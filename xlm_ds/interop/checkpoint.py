@@ -81,10 +81,10 @@ def load_task_dictionary(dict_path: str) -> Dictionary:
 
 
 def build_xlm_model(model_cfg, symbols: Sequence[str], n_langs: Optional[int] = None):
-    """An ``xlm_lm`` model (random weights, eval mode) for ``model_cfg``;
+    """An ``xlm_lm`` model (random weights, eval mode) for ``model_cfg``, as
+    fairseq-train builds it (language-specific lower layers included);
     ``n_langs`` defaults to the config's languages (0 without language
     embeddings)."""
-    from ..models.xlm_encoder import XLMEncoder
     from ..models.xlm_model import XLMModel
 
     cfg = model_cfg
@@ -92,13 +92,13 @@ def build_xlm_model(model_cfg, symbols: Sequence[str], n_langs: Optional[int] = 
         cfg = OmegaConf.create({k: v for k, v in cfg.items() if k != "_name"})
     if n_langs is None:
         n_langs = 0 if _get(cfg, "no_lang_embeddings") else len(languages_of(cfg))
-    model = XLMModel(cfg, XLMEncoder(cfg, dictionary_from_symbols(symbols), n_langs))
-    return model.eval()
+    return XLMModel.from_dictionary(cfg, dictionary_from_symbols(symbols), n_langs).eval()
 
 
 def load_xlm_model(path: str):
-    """(model with the checkpoint's weights in fp32 and eval mode,
-    :class:`~xlm_ds.models.pretrained.PretrainedXLM`)."""
+    """The one loader of an xlm_ds pretraining checkpoint outside training
+    (export, retrieval, classification, tests): (model with the checkpoint's
+    weights in fp32 and eval mode, :class:`~xlm_ds.models.pretrained.PretrainedXLM`)."""
     from ..models.pretrained import PretrainedCheckpointError, PretrainedXLM
 
     try:

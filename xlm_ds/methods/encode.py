@@ -8,29 +8,11 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
-from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
-
-from ..fairseq_compat import trusted_checkpoints
 
 
 class EncodeError(ValueError):
     pass
-
-
-class _Task:  # what XLMModel.build_model reads from a task
-    def __init__(self, dictionary, languages):
-        self.source_dictionary = dictionary
-        self.languages = languages
-
-
-def dictionary_from_symbols(symbols: Sequence[str]) -> Dictionary:
-    d = Dictionary()
-    for s in symbols[d.nspecial:]:
-        d.add_symbol(s)
-    if list(d.symbols) != list(symbols):
-        raise EncodeError("cannot rebuild the checkpoint's dictionary from its symbols")
-    return d
 
 
 class SentenceEncoder:
@@ -57,18 +39,16 @@ class SentenceEncoder:
     def load(cls, path: str, spm_model: Optional[str] = None) -> "SentenceEncoder":
         import sentencepiece as spm
 
-        from ..models.xlm_model import XLMModel
+        from ..interop import InteropError
+        from ..interop.checkpoint import dictionary_from_symbols, load_xlm_model
 
         if not os.path.isfile(path):
             raise EncodeError(f"{path}: checkpoint not found")
-        with trusted_checkpoints():
-            ckpt = checkpoint_utils.load_checkpoint_to_cpu(path)
-        cfg = ckpt["cfg"]
-        model_cfg, task_cfg = cfg["model"], cfg.get("task")
-        if "encoder.embed_tokens.weight" not in ckpt["model"]:
-            raise EncodeError(f"{path}: not an xlm_ds pretraining checkpoint")
-        data_dir = getattr(task_cfg, "data", None) if task_cfg is not None else None
-        data_dir = data_dir.split(os.pathsep)[0] if data_dir else None
+        try:
+            model, pre = load_xlm_model(path)
+        except InteropError as e:
+            raise EncodeError(str(e)) from None
+        data_dir = pre.task_data.split(os.pathsep)[0] if pre.task_data else None
         if spm_model is None:
             spm_model = os.path.join(data_dir, "spm.model") if data_dir else None
             if not spm_model or not os.path.isfile(spm_model):
@@ -76,20 +56,8 @@ class SentenceEncoder:
                     f"{path}: no sentencepiece model at {spm_model} (the data directory recorded "
                     "in the checkpoint); pass --spm-model PRETRAIN_DATA/spm.model"
                 )
-        symbols = list((ckpt.get("task_state") or {}).get("dictionary_symbols", []))
-        if symbols:
-            dictionary = dictionary_from_symbols(symbols)
-        elif data_dir and os.path.isfile(os.path.join(data_dir, "dict.txt")):
-            dictionary = Dictionary.load(os.path.join(data_dir, "dict.txt"))
-            dictionary.add_symbol("<mask>")
-        else:
-            raise EncodeError(f"{path}: the checkpoint records no dictionary and its data directory is gone")
-        languages = [x for x in (getattr(model_cfg, "languages", "") or "").split(",") if x]
-        model = XLMModel.build_model(model_cfg, _Task(dictionary, languages))
-        model.load_state_dict(ckpt["model"], strict=True)
-        model.eval()
         sp = spm.SentencePieceProcessor(model_file=spm_model)
-        return cls(model, dictionary, sp, languages, data_dir)
+        return cls(model, dictionary_from_symbols(pre.dictionary_symbols), sp, pre.languages, data_dir)
 
     def lang_id(self, lang: str) -> int:
         if lang not in self.languages:

@@ -3,7 +3,7 @@ retrieval, export), with the compatibility checks that keep a fine-tuning
 run from silently training on shifted token ids or wrong language ids."""
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from fairseq import checkpoint_utils
@@ -22,6 +22,7 @@ class PretrainedXLM:
     state: Dict[str, torch.Tensor]
     languages: List[str]
     dictionary_symbols: List[str]
+    task_data: Optional[str] = None  # the run's DATA (its spm.model segments raw text)
 
     @classmethod
     def load(cls, path: str) -> "PretrainedXLM":
@@ -48,7 +49,8 @@ class PretrainedXLM:
         task_state = ckpt.get("task_state") or {}
         languages = [x for x in (getattr(cfg, "languages", "") or "").split(",") if x]
         symbols = list(task_state.get("dictionary_symbols", []))
-        return cls(path, cfg, ckpt["model"], languages, symbols)
+        task_cfg = ckpt["cfg"].get("task") if ckpt.get("cfg") is not None else None
+        return cls(path, cfg, ckpt["model"], languages, symbols, task_cfg.get("data") if task_cfg is not None else None)
 
     @property
     def has_language_embeddings(self) -> bool:

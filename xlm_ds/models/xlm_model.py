@@ -70,7 +70,14 @@ class XLMModel(FairseqEncoderModel):
                 f"{','.join(task_langs)!r}: language ids would be misread"
             )
         n_langs = 0 if cfg.no_lang_embeddings else len(cls.languages_of(cfg))
-        encoder = XLMEncoder(cfg, task.source_dictionary, n_langs)
+        return cls.from_dictionary(cfg, task.source_dictionary, n_langs)
+
+    @classmethod
+    def from_dictionary(cls, cfg, dictionary, n_langs: int) -> "XLMModel":
+        """The model of ``cfg`` over ``dictionary`` with ``n_langs`` language
+        embeddings: what ``build_model`` builds for a task, and what the
+        checkpoint loader (interop/checkpoint.py) builds without one."""
+        encoder = XLMEncoder(cfg, dictionary, n_langs)
         if getattr(cfg, "shared_top_layers", -1) >= 0:
             from ..methods.sharing import share_top_layers
 
