@@ -40,7 +40,7 @@ class Patch:
     name: str
     reason: str
     test: str
-    apply: str  # module:function that applies it (idempotence is the registry's job)
+    apply: str  # module:function that applies it (apply() below calls each once per process)
     targets: Tuple[Target, ...]
 
 

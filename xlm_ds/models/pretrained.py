@@ -36,7 +36,8 @@ class PretrainedXLM:
                 f"{path}: not an xlm_ds pretraining checkpoint (fairseq cannot read it: "
                 f"{type(e).__name__}: {e})"
             ) from e
-        cfg = ckpt["cfg"]["model"] if ckpt.get("cfg") is not None else None
+        run_cfg = ckpt.get("cfg")  # fairseq's: model + task configs
+        cfg = run_cfg["model"] if run_cfg is not None else None
         name = getattr(cfg, "_name", None) or getattr(cfg, "arch", None)
         if cfg is None or "encoder.embed_tokens.weight" not in ckpt["model"] or name not in (
             "xlm_lm",
@@ -49,7 +50,7 @@ class PretrainedXLM:
         task_state = ckpt.get("task_state") or {}
         languages = [x for x in (getattr(cfg, "languages", "") or "").split(",") if x]
         symbols = list(task_state.get("dictionary_symbols", []))
-        task_cfg = ckpt["cfg"].get("task") if ckpt.get("cfg") is not None else None
+        task_cfg = run_cfg.get("task")
         return cls(path, cfg, ckpt["model"], languages, symbols, task_cfg.get("data") if task_cfg is not None else None)
 
     @property

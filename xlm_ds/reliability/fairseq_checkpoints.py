@@ -140,22 +140,15 @@ def load_checkpoint(original):
         check_disk_space(cfg.save_dir, sum(p.numel() for p in trainer.model.parameters()), cfg.no_save)
 
         resumed = None  # a checkpoint of this run (not a --finetune-from-model start)
+        redirect = False  # resume `resumed` instead of the checkpoint_last.pt fairseq would load
         if cfg.restore_file == "checkpoint_last.pt" and not trainer.checkpoint_suffix:
             last = os.path.join(cfg.save_dir, "checkpoint_last.pt")
             chosen = find_resume_checkpoint(cfg.save_dir)
             if chosen is not None and os.path.abspath(chosen) != os.path.abspath(last):
                 logger.info("resuming from %s (the newest complete checkpoint)", chosen)
-                saved = (cfg.restore_file, cfg.finetune_from_model)
-                with open_dict(cfg):
-                    cfg.restore_file, cfg.finetune_from_model = chosen, None
-                try:
-                    out = original(cfg, trainer, **passthrough_args)
-                finally:
-                    with open_dict(cfg):
-                        cfg.restore_file, cfg.finetune_from_model = saved
-                restore_task_state(trainer.task, chosen)
-                return out
-            resumed = last if os.path.isfile(last) else None
+                resumed, redirect = chosen, True
+            elif os.path.isfile(last):
+                resumed = last
         else:
             if os.path.isfile(cfg.restore_file) and read_marker(cfg.restore_file) is not None:
                 ok, reason = verify(cfg.restore_file)
@@ -164,8 +157,17 @@ def load_checkpoint(original):
                         f"--restore-file {cfg.restore_file}: {reason}; expected a complete checkpoint")
             if os.path.isfile(cfg.restore_file) and not (cfg.reset_optimizer or cfg.reset_dataloader):
                 resumed = cfg.restore_file
-        out = original(cfg, trainer, **passthrough_args)
-        if resumed is not None and trainer.task is not None:
+        saved = (cfg.restore_file, cfg.finetune_from_model)
+        if redirect:
+            with open_dict(cfg):
+                cfg.restore_file, cfg.finetune_from_model = resumed, None
+        try:
+            out = original(cfg, trainer, **passthrough_args)
+        finally:
+            if redirect:
+                with open_dict(cfg):
+                    cfg.restore_file, cfg.finetune_from_model = saved
+        if resumed is not None:
             restore_task_state(trainer.task, resumed)
         return out
 
