@@ -42,6 +42,23 @@ def test_init_copies_pretrained_weights(prepared_sample, pretrained_tiny):
     assert not torch.equal(mt["decoder.layers.0.encoder_attn.q_proj.weight"], pre["encoder.layers.0.self_attn.q_proj.weight"])
 
 
+def test_decoder_output_layer_is_the_pretrained_lm_head(prepared_sample, pretrained_tiny):
+    """XLM reloads its prediction layer into the decoder: the MT model scores
+    hidden states exactly as the pretraining head did (transform and bias
+    included); --output-layer tied-linear is fairseq's bare tied projection."""
+    pre_models, _, _ = checkpoint_utils.load_model_ensemble_and_task([pretrained_tiny])
+    pre = pre_models[0].eval()
+    features = torch.randn(2, 5, pre.cfg.encoder_embed_dim)
+    expected = pre.output_layer(features)
+    _, model = build_mt(prepared_sample, "--init-encoder", pretrained_tiny, "--init-decoder", pretrained_tiny)
+    assert torch.allclose(model.eval().decoder.output_layer(features), expected, atol=1e-5)
+    _, bare = build_mt(prepared_sample, "--init-encoder", pretrained_tiny, "--init-decoder", pretrained_tiny,
+                       "--output-layer", "tied-linear")
+    plain = features @ pre.encoder.embed_tokens.weight.t()
+    assert torch.allclose(bare.eval().decoder.output_layer(features), plain, atol=1e-5)
+    assert not torch.allclose(plain, expected, atol=1e-2)
+
+
 def test_encoder_reproduces_pretrained_features(prepared_sample, pretrained_tiny):
     task, model = build_mt(prepared_sample, "--init-encoder", pretrained_tiny)
     pre_models, _, _ = checkpoint_utils.load_model_ensemble_and_task([pretrained_tiny])

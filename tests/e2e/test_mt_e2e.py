@@ -20,15 +20,19 @@ def test_demo_path_prints_bleu_and_beats_untrained(tmp_path, run_fairseq):
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "xlm_ds.cli.demo", "--out", str(out), "--arch", "xlm_tiny",
-         "--vocab-size", "2000", "--pretrain-updates", "200", "--finetune-updates", "700",
+         "--vocab-size", "2000", "--pretrain-updates", "200", "--finetune-updates", "350",
          "--batch-size", "16", "--max-tokens", "2500", "--beam", "2"],
         capture_output=True, text=True, cwd=REPO, timeout=1200,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "BLEU = " in proc.stdout
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:" in proc.stdout
-    tuned = last_json(proc.stdout)
-    assert tuned["sentences"] == 500 and tuned["missing_hypotheses"] == 0
+    summary = last_json(proc.stdout)
+    assert summary["finetune_updates"] == 350
+    for name in ("random", "pretrained"):
+        assert summary[name]["sentences"] == 500 and summary[name]["missing_hypotheses"] == 0
+        assert f"{name:<16}{summary[name]['bleu']:>8.2f}{summary[name]['chrf']:>8.2f}" in proc.stdout
+    tuned = summary["pretrained"]
 
     # the same architecture, never trained: one update at lr 1e-9
     data = out / "data"

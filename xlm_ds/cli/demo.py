@@ -1,19 +1,24 @@
 """``xlm-ds-demo``: the README's main job on the shipped Tatoeba sample —
 prepare (shared sentencepiece vocabulary), pretrain a small XLM with
-MLM+TLM, fine-tune German→English translation from it, translate the test
-set with fairseq-generate and print sacreBLEU.
+MLM+TLM, fine-tune German→English translation from it and, for the same
+budget, from a random initialisation of the same shape; translate the test
+set with fairseq-generate and print both sacreBLEUs side by side.
 
 Every step is the same command a user would type (printed before it runs),
-so the demo doubles as the user's path through the tools. Steps whose
-output already exists are skipped, so an interrupted demo resumes.
+so the demo doubles as the user's path through the tools. A step already
+done by the same command is skipped, so an interrupted demo resumes; one
+done by another command (other updates, seed, architecture) is an error
+rather than a result silently reused.
 """
 import argparse
+import json
 import os
 import shlex
 import subprocess
 import sys
 import time
 
+from ..reliability.atomic import atomic_write
 from .precision import add_argument as add_precision_argument
 from .precision import resolve as resolve_precision
 from .precision import train_flags
@@ -35,7 +40,39 @@ def run(cmd, log_path=None):
             sys.exit(f"step failed (exit {proc.returncode}); end of {log_path}:\n{tail}")
     else:
         subprocess.run(cmd, check=True, env=env)
-    print(f"  ({time.time() - t0:.0f}s)", flush=True)
+    seconds = time.time() - t0
+    print(f"  ({seconds:.0f}s)", flush=True)
+    return seconds
+
+
+def done(run_dir, cmd):
+    """Whether ``run_dir`` holds a finished run of ``cmd``: a demo rerun with
+    other settings (updates, arch, seed) must not silently reuse it."""
+    path = os.path.join(run_dir, "done")
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            was = json.load(f).get("command")
+    except ValueError:  # an empty marker of a demo before 2026-12-03
+        was = None
+    if was != cmd[1:]:  # the interpreter's path may differ
+        sys.exit(f"{run_dir} was trained by another command; use another --out or delete it.\n"
+                 f"  was: {shlex.join(was or [])}\n  now: {shlex.join(cmd[1:])}")
+    return True
+
+
+def mark_done(run_dir, cmd, seconds):
+    """``done`` records the command and its wall time (the peer runs of
+    benchmarks/demo_seeds.py train for the same time)."""
+    atomic_write(os.path.join(run_dir, "done"),
+                 lambda f: f.write(json.dumps({"command": cmd[1:], "seconds": round(seconds, 1)}).encode()),
+                 marker=False)
+
+
+def step_seconds(run_dir):
+    with open(os.path.join(run_dir, "done")) as f:
+        return json.load(f)["seconds"]
 
 
 def fairseq(tool):
@@ -47,8 +84,10 @@ def main(argv=None):
     p.add_argument("--out", default="demo_out", help="working directory (default: demo_out)")
     p.add_argument("--arch", default="xlm_mini", help="pretraining architecture (default: xlm_mini)")
     p.add_argument("--vocab-size", type=int, default=6000)
-    p.add_argument("--pretrain-updates", type=int, default=800)
-    p.add_argument("--finetune-updates", type=int, default=700)
+    p.add_argument("--pretrain-updates", type=int, default=2000)
+    p.add_argument("--finetune-updates", type=int, default=400)
+    p.add_argument("--lr", type=float, default=1e-3, help="pretraining peak learning rate")
+    p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning peak learning rate")
     p.add_argument("--tokens-per-sample", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16, help="streams per objective per update")
     p.add_argument("--max-tokens", type=int, default=2500, help="fine-tuning tokens per batch")
@@ -56,8 +95,13 @@ def main(argv=None):
     p.add_argument("--target-lang", default="en")
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--finetune-seed", type=int, default=None,
+                   help="seed of the two fine-tuning runs (default: --seed); other values measure "
+                   "the seed noise against the same pretrained model (benchmarks/demo_seeds.py)")
     add_precision_argument(p)
     args = p.parse_args(argv)
+    if args.finetune_seed is None:
+        args.finetune_seed = args.seed
     precision, why = resolve_precision(args.precision)
     print(f"precision: {precision} ({why})", flush=True)
 
@@ -65,60 +109,100 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     data = os.path.join(out, "data")
     pre_dir = os.path.join(out, "pretrain")
-    mt_dir = os.path.join(out, "mt")
     src, tgt = args.source_lang, args.target_lang
     pair = "-".join(sorted([src, tgt]))
 
-    print("== 1/4 prepare: one sentencepiece vocabulary for en, de, fr; binarize", flush=True)
+    print("== 1/5 prepare: one sentencepiece vocabulary for en, de, fr; binarize", flush=True)
     if not os.path.exists(os.path.join(data, "manifest.json")):
         run([sys.executable, "-m", "xlm_ds.cli.prepare", "--corpus", os.path.join(SAMPLE, "corpus.yaml"),
              "--out", data, "--vocab-size", str(args.vocab_size), "--seed", str(args.seed)])
 
     # --data-buffer-size 0: no prefetch thread; fairseq's daemon prefetch
     # thread can abort the interpreter at exit (docs/stack.md)
-    common = ["--user-dir", USER_DIR, "--seed", str(args.seed), "--log-format", "simple",
+    common = ["--user-dir", USER_DIR, "--log-format", "simple",
               "--log-interval", "100", "--no-epoch-checkpoints", "--cpu", "--data-buffer-size", "0",
               # the same optimisation for pretraining and fine-tuning
-              "--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "5e-4",
+              "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
               "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "200", "--clip-norm", "1.0",
               "--validate-interval-updates", "500", "--save-interval-updates", "500",
               *train_flags(precision)]
 
-    print("== 2/4 pretrain: MLM on en/de/fr + TLM on de-en/en-fr", flush=True)
+    print("== 2/5 pretrain: MLM on en/de/fr + TLM on de-en/en-fr", flush=True)
     pretrained = os.path.join(pre_dir, "checkpoint_best.pt")
-    if not os.path.exists(os.path.join(pre_dir, "done")):
-        run(fairseq("train") + [
-            data, "--task", "xlm", "--arch", args.arch, "--criterion", "xlm_lm",
-            "--objectives", "mlm tlm", "--tokens-per-sample", str(args.tokens_per_sample),
-            "--batch-size", str(args.batch_size), "--max-update", str(args.pretrain_updates),
-            "--save-dir", pre_dir, "--tensorboard-logdir", os.path.join(out, "tb", "pretrain"),
-        ] + common, os.path.join(out, "pretrain.log"))
-        open(os.path.join(pre_dir, "done"), "w").close()
+    cmd = fairseq("train") + [
+        data, "--task", "xlm", "--arch", args.arch, "--criterion", "xlm_lm",
+        "--objectives", "mlm tlm", "--tokens-per-sample", str(args.tokens_per_sample),
+        "--batch-size", str(args.batch_size), "--max-update", str(args.pretrain_updates),
+        "--save-dir", pre_dir, "--tensorboard-logdir", os.path.join(out, "tb", "pretrain"),
+        "--seed", str(args.seed), "--lr", str(args.lr),
+    ] + common
+    if not done(pre_dir, cmd):
+        mark_done(pre_dir, cmd, run(cmd, os.path.join(out, "pretrain.log")))
 
-    print(f"== 3/4 fine-tune {src}->{tgt} translation, encoder and decoder from the pretrained XLM", flush=True)
-    finetuned = os.path.join(mt_dir, "checkpoint_best.pt")
-    if not os.path.exists(os.path.join(mt_dir, "done")):
-        run(fairseq("train") + [
-            data, "--task", "xlm_translation", "-s", src, "-t", tgt, "--arch", "xlm_transformer",
-            "--init-encoder", pretrained, "--init-decoder", pretrained,
-            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-            "--max-tokens", str(args.max_tokens), "--max-update", str(args.finetune_updates),
-            "--save-dir", mt_dir, "--tensorboard-logdir", os.path.join(out, "tb", "mt"),
-        ] + common, os.path.join(out, "finetune.log"))
-        open(os.path.join(mt_dir, "done"), "w").close()
+    # the same fine-tuning twice, once from a random initialisation of the
+    # same shape: what pretraining buys at this budget
+    mt_arch = "xlm_transformer_" + args.arch[len("xlm_"):]
+    results = {}
+    for step, (name, init) in enumerate((("random", None), ("pretrained", pretrained)), start=3):
+        how = ("encoder, decoder and output layer from the pretrained XLM" if init
+               else "random initialisation of the same shape (the baseline)")
+        print(f"== {step}/5 fine-tune {src}->{tgt} translation for {args.finetune_updates} updates: {how}",
+              flush=True)
+        results[name] = finetune_and_score(out, data, name, init, mt_arch, args, common)
 
-    print(f"== 4/4 translate the {pair} test set and score", flush=True)
-    gen_out = os.path.join(out, f"generate.{src}-{tgt}.txt")
-    run(fairseq("generate") + [
-        data, "--user-dir", USER_DIR, "--task", "xlm_translation", "-s", src, "-t", tgt,
-        "--gen-subset", "test", "--path", finetuned, "--beam", str(args.beam), "--batch-size", "64",
-        "--post-process", "sentencepiece", "--cpu", "--results-path", out, "--data-buffer-size", "0",
-    ], os.path.join(out, "generate.log"))
-    os.replace(os.path.join(out, "generate-test.txt"), gen_out)
-    ref = os.path.join(SAMPLE, f"test.{pair}.{tgt}.gz")
-    run([sys.executable, "-m", "xlm_ds.cli.score_mt", gen_out, "--ref", ref])
+    print(f"== 5/5 {src}->{tgt} on the {pair} test set ({results['pretrained']['sentences']} sentences), "
+          f"beam {args.beam}, {args.finetune_updates} fine-tuning updates each", flush=True)
+    print(f"{'initialisation':<16}{'BLEU':>8}{'chrF':>8}")
+    for name, r in results.items():
+        print(f"{name:<16}{r['bleu']:>8.2f}{r['chrf']:>8.2f}")
+    gain = results["pretrained"]["bleu"] - results["random"]["bleu"]
+    print(f"pretraining buys {gain:+.2f} BLEU at this budget (fine-tuning seed noise: docs/results.md)")
+    print(f"sacreBLEU {results['pretrained']['bleu_signature']}")
+    summary = {"finetune_updates": args.finetune_updates, "pretrain_seconds": step_seconds(pre_dir),
+               "pretrain_seed": args.seed,
+               "finetune_seed": args.finetune_seed, **results}
+    atomic_write(os.path.join(out, f"results-seed{args.finetune_seed}.json"),
+                 lambda f: f.write(json.dumps(summary, indent=1).encode()), marker=False)
     print(f"TensorBoard: tensorboard --logdir {os.path.join(out, 'tb')}")
+    print(json.dumps(summary))
     return 0
+
+
+def finetune_and_score(out, data, name, init, mt_arch, args, common):
+    """Fine-tunes ``xlm_transformer`` (from ``init``, or random when None),
+    translates the test set with fairseq-generate and scores it; each step
+    is skipped when its output exists. Returns xlm-ds-score's JSON."""
+    src, tgt = args.source_lang, args.target_lang
+    pair = "-".join(sorted([src, tgt]))
+    seed = args.finetune_seed
+    name = f"{name}-seed{seed}"
+    run_dir = os.path.join(out, f"mt-{name}")
+    init_flags = ["--init-encoder", init, "--init-decoder", init] if init else []
+    cmd = fairseq("train") + [
+        data, "--task", "xlm_translation", "-s", src, "-t", tgt, "--arch", mt_arch, *init_flags,
+        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+        "--max-tokens", str(args.max_tokens), "--max-update", str(args.finetune_updates),
+        "--save-dir", run_dir, "--tensorboard-logdir", os.path.join(out, "tb", f"mt-{name}"),
+        "--seed", str(seed), "--lr", str(args.finetune_lr),
+    ] + common
+    if not done(run_dir, cmd):
+        mark_done(run_dir, cmd, run(cmd, os.path.join(out, f"finetune-{name}.log")))
+    gen_out = os.path.join(run_dir, f"generate.{src}-{tgt}.txt")
+    if not os.path.exists(gen_out):
+        gen_dir = os.path.join(run_dir, "generate")
+        run(fairseq("generate") + [
+            data, "--user-dir", USER_DIR, "--task", "xlm_translation", "-s", src, "-t", tgt,
+            "--gen-subset", "test", "--path", os.path.join(run_dir, "checkpoint_best.pt"),
+            "--beam", str(args.beam), "--batch-size", "64", "--post-process", "sentencepiece", "--cpu",
+            "--results-path", gen_dir, "--data-buffer-size", "0",
+        ], os.path.join(out, f"generate-{name}.log"))
+        os.replace(os.path.join(gen_dir, "generate-test.txt"), gen_out)
+    ref = os.path.join(SAMPLE, f"test.{pair}.{tgt}.gz")
+    score_log = os.path.join(out, f"score-{name}.log")
+    run([sys.executable, "-m", "xlm_ds.cli.score_mt", gen_out, "--ref", ref], score_log)
+    lines = open(score_log).read().strip().splitlines()
+    print(f"  {name}: {lines[-2]}", flush=True)
+    return {**json.loads(lines[-1]), "finetune_seconds": step_seconds(run_dir)}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """``xlm_transformer``: fairseq's Transformer for translation, initialised
 from xlm_ds pretraining checkpoints (XLM §4.3: encoder and decoder both start
-from the pretrained model; cross-attention starts random).
+from the pretrained model; cross-attention starts random; the decoder's
+output layer is the pretraining LM head, as XLM reloads its prediction layer).
 
 ``--init-encoder`` and ``--init-decoder`` are independent, so random, CLM,
 MLM and MLM+TLM initialisations can be compared as in XLM's Table 3. With a
@@ -12,14 +13,18 @@ from typing import Dict, List, Optional
 
 import torch
 from fairseq.models import register_model, register_model_architecture
+from fairseq.models.roberta.model import RobertaLMHead
 from fairseq.models.transformer import TransformerModel, base_architecture
 from omegaconf import open_dict
 from torch import nn
 
+from .architectures import ARCHITECTURES
 from .language_embedding import LanguageTaggedEmbedding
 from .pretrained import PretrainedCheckpointError, PretrainedXLM
 
 logger = logging.getLogger(__name__)
+
+OUTPUT_LAYERS = ("lm-head", "tied-linear")
 
 # transformer option <- xlm_lm option; applied to both sides when initialising
 _SHARED_SIZES = {
@@ -45,6 +50,11 @@ class XLMTransformerModel(TransformerModel):
                             "pretrained checkpoint or the data directory; stored in checkpoints)")
         parser.add_argument("--no-lang-embeddings", action="store_true",
                             help="no language embeddings (XLM-R style)")
+        parser.add_argument("--output-layer", choices=OUTPUT_LAYERS,
+                            help="decoder output layer: 'lm-head' (default) = the pretraining LM "
+                            "head (dense, activation, layer norm, tied projection, bias), taken "
+                            "from --init-decoder as XLM does; 'tied-linear' = fairseq's plain tied "
+                            "projection (the pretrained head is dropped)")
 
     @classmethod
     def build_model(cls, args, task):
@@ -99,6 +109,12 @@ class XLMTransformerModel(TransformerModel):
         tgt = LanguageTaggedEmbedding(tokens, langs, languages.index(task.cfg.target_lang))
         encoder = cls.build_encoder(args, dictionary, src)
         decoder = cls.build_decoder(args, dictionary, tgt)
+        if args.output_layer == "lm-head":
+            # the pretraining head over the shared token table (XLM §4.3 reloads
+            # its prediction layer into the decoder)
+            decoder.output_projection = RobertaLMHead(
+                dim, len(dictionary), args.activation_fn, weight=tokens.weight
+            )
         model = cls(args, encoder, decoder)
         if enc_path and init:
             model.load_pretrained(loaded[enc_path], encoder=True)
@@ -121,6 +137,7 @@ class XLMTransformerModel(TransformerModel):
         mapped = map_pretrained_state(
             pre.state, self.args.encoder_layers if encoder else 0,
             self.args.decoder_layers if decoder else 0, embeddings,
+            lm_head=decoder and self.args.output_layer == "lm-head",
         )
         own = self.state_dict()
         for key, value in mapped.items():
@@ -135,11 +152,18 @@ class XLMTransformerModel(TransformerModel):
 
 
 def map_pretrained_state(
-    state: Dict[str, torch.Tensor], encoder_layers: int, decoder_layers: int, embeddings: bool
+    state: Dict[str, torch.Tensor], encoder_layers: int, decoder_layers: int, embeddings: bool,
+    lm_head: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """xlm_lm parameter names -> xlm_transformer names. The block layouts are
-    identical (same submodule names), so this only moves prefixes."""
+    identical (same submodule names), so this only moves prefixes; with
+    ``lm_head`` the pretraining head becomes the decoder's output layer (its
+    projection is the token table, loaded with the embeddings)."""
     out = {}
+    if lm_head:
+        for key, value in state.items():
+            if key.startswith("encoder.lm_head.") and key != "encoder.lm_head.weight":
+                out["decoder.output_projection." + key[len("encoder.lm_head."):]] = value
     if embeddings:
         out["encoder.embed_tokens.tokens.weight"] = state["encoder.embed_tokens.weight"]
         if "encoder.embed_langs.weight" in state:
@@ -237,19 +261,27 @@ def xlm_transformer_base(args):
     args.max_source_positions = getattr(args, "max_source_positions", None) or 512
     args.max_target_positions = getattr(args, "max_target_positions", None) or 512
     args.no_lang_embeddings = getattr(args, "no_lang_embeddings", False)
+    args.output_layer = getattr(args, "output_layer", None) or "lm-head"
     base_architecture(args)
 
 
-@register_model_architecture("xlm_transformer", "xlm_transformer_tiny")
-def xlm_transformer_tiny(args):
-    """Test size, matching ``xlm_tiny``."""
-    _record_explicit_sizes(args)
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 64)
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 128)
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
-    args.encoder_layers = getattr(args, "encoder_layers", 2)
-    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", args.encoder_embed_dim)
-    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", args.encoder_ffn_embed_dim)
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", args.encoder_attention_heads)
-    args.decoder_layers = getattr(args, "decoder_layers", 2)
-    xlm_transformer_base(args)
+def _register_pretraining_size(name, layers, dim, ffn, heads, pre_ln, lang_emb):
+    """``xlm_transformer_X`` = the shape of pretraining's ``xlm_X`` on both
+    sides, so a randomly initialised baseline has exactly the pretrained
+    model's shape (with a checkpoint the sizes come from it anyway)."""
+
+    def arch(args):
+        _record_explicit_sizes(args)
+        for side in ("encoder", "decoder"):
+            for key, value in (("layers", layers), ("embed_dim", dim), ("ffn_embed_dim", ffn),
+                               ("attention_heads", heads), ("normalize_before", pre_ln)):
+                setattr(args, f"{side}_{key}", getattr(args, f"{side}_{key}", value))
+        args.no_lang_embeddings = getattr(args, "no_lang_embeddings", not lang_emb)
+        xlm_transformer_base(args)
+
+    register_model_architecture("xlm_transformer", "xlm_transformer_" + name[len("xlm_"):])(arch)
+
+
+for _name, _spec in ARCHITECTURES.items():
+    if _name.startswith("xlm_"):  # xlm_tiny -> xlm_transformer_tiny, ..., xlm_1024
+        _register_pretraining_size(_name, *_spec)
