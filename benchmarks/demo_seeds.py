@@ -113,11 +113,7 @@ def main(argv=None):
     noise = max(spread(rows["random"]), spread(rows["pretrained"]))
     first = runs[seeds[0]]
     finetune_s = statistics.mean(runs[s]["pretrained"]["finetune_seconds"] for s in seeds)
-    src, tgt, beam = "de", "en", 4
-    for flag, value in zip(demo_args, demo_args[1:]):
-        src = value if flag == "--source-lang" else src
-        tgt = value if flag == "--target-lang" else tgt
-        beam = int(value) if flag == "--beam" else beam
+    src, tgt, beam = first["source_lang"], first["target_lang"], first["beam"]
     if not args.no_ablation:
         rows["pretrained, tied-linear output layer"] = [
             run_tied_linear(steps, out, s, src, tgt, beam)["bleu"] for s in seeds]

@@ -8,7 +8,7 @@ import pytest
 from xlm_ds.cli.demo import done, mark_done, step_seconds
 
 
-def test_same_command_resumes_and_another_is_refused(tmp_path, capsys):
+def test_same_command_resumes_and_another_is_refused(tmp_path):
     cmd = [sys.executable, "-m", "fairseq_cli.train", "data", "--max-update", "500"]
     assert not done(str(tmp_path), cmd)
     mark_done(str(tmp_path), cmd, 12.34)

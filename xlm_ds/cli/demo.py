@@ -158,9 +158,9 @@ def main(argv=None):
     gain = results["pretrained"]["bleu"] - results["random"]["bleu"]
     print(f"pretraining buys {gain:+.2f} BLEU at this budget (fine-tuning seed noise: docs/results.md)")
     print(f"sacreBLEU {results['pretrained']['bleu_signature']}")
-    summary = {"finetune_updates": args.finetune_updates, "pretrain_seconds": step_seconds(pre_dir),
-               "pretrain_seed": args.seed,
-               "finetune_seed": args.finetune_seed, **results}
+    summary = {"source_lang": src, "target_lang": tgt, "beam": args.beam,
+               "finetune_updates": args.finetune_updates, "pretrain_seconds": step_seconds(pre_dir),
+               "pretrain_seed": args.seed, "finetune_seed": args.finetune_seed, **results}
     atomic_write(os.path.join(out, f"results-seed{args.finetune_seed}.json"),
                  lambda f: f.write(json.dumps(summary, indent=1).encode()), marker=False)
     print(f"TensorBoard: tensorboard --logdir {os.path.join(out, 'tb')}")
@@ -170,8 +170,9 @@ def main(argv=None):
 
 def finetune_and_score(out, data, name, init, mt_arch, args, common):
     """Fine-tunes ``xlm_transformer`` (from ``init``, or random when None),
-    translates the test set with fairseq-generate and scores it; each step
-    is skipped when its output exists. Returns xlm-ds-score's JSON."""
+    translates the test set with fairseq-generate and scores it; fine-tuning
+    and translation are skipped when done, scoring (seconds) always runs.
+    Returns xlm-ds-score's JSON plus the fine-tuning wall time."""
     src, tgt = args.source_lang, args.target_lang
     pair = "-".join(sorted([src, tgt]))
     seed = args.finetune_seed
