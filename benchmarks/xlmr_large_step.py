@@ -49,7 +49,7 @@ def worker(args) -> None:
     import xlm_ds  # noqa: F401
     from xlm_ds.criterions.xlm_lm_loss import XLMLMCriterion
     from xlm_ds.engine import ds_config
-    from xlm_ds.engine.trainer import import_deepspeed, init_distributed
+    from xlm_ds.engine.deepspeed_setup import import_deepspeed, init_distributed
     from xlm_ds.models.xlm_encoder import XLMEncoder
     from xlm_ds.models.xlm_model import XLMConfig, XLMModel
 

@@ -119,7 +119,7 @@ def worker(out_path: str) -> None:
     from omegaconf import OmegaConf
 
     import xlm_ds  # noqa: F401
-    from xlm_ds.engine.trainer import import_deepspeed, init_distributed
+    from xlm_ds.engine.deepspeed_setup import import_deepspeed, init_distributed
     from xlm_ds.models.xlm_encoder import XLMEncoder
     from xlm_ds.models.xlm_model import XLMConfig, XLMModel
 

@@ -19,7 +19,7 @@
 #                    when it exists, else python)
 #   SAVE_DIR         checkpoint directory (default: checkpoints/$SLURM_JOB_NAME);
 #                    a requeued or resubmitted job with the same SAVE_DIR resumes
-#                    from its newest checkpoint (SAVE_DIR/latest)
+#                    from its newest complete checkpoint
 #   ARCH             model architecture (default xlm_small; xlm_1024, xlmr_base,
 #                    xlmr_large, ... for real runs)
 #   OBJECTIVES       default "mlm tlm"
@@ -73,8 +73,10 @@ fi
 JOB=${SLURM_JOB_ID:-local}
 SAVE_DIR=${SAVE_DIR:-checkpoints/${SLURM_JOB_NAME:-xlm-ds-pretrain}}
 mkdir -p "$SAVE_DIR"
-MARKER=$SAVE_DIR/preempted.json
-rm -f "$MARKER"
+# the save directory's layout is xlm_ds/engine/checkpoint_dir.py's: ask it
+# (start: forget an earlier run's preempted.json, print the tag a restart resumes)
+CKPT_DIR=("$XLM_DS_PYTHON" -m xlm_ds.engine.checkpoint_dir "$SAVE_DIR")
+RESUME_TAG=$("${CKPT_DIR[@]}" start 2>/dev/null | tail -n 1)
 
 # CPU or GPU nodes, same script: gloo + DeepSpeed's CPU accelerator when no
 # GPU is visible, NCCL otherwise (DeepSpeed picks the backend)
@@ -94,8 +96,8 @@ fi
 
 echo "[pretrain.sh] job $JOB restart ${SLURM_RESTART_COUNT:-0} on ${SLURM_JOB_NODELIST:-$(hostname)}:" \
      "${SLURM_NTASKS:-1} tasks, $CPUS cpus/task, ${NGPU} GPUs/node (${DS_ACCELERATOR:-cuda}); save dir $SAVE_DIR"
-if [ -f "$SAVE_DIR/latest" ]; then
-    echo "[pretrain.sh] resuming from $SAVE_DIR/$(cat "$SAVE_DIR/latest")"
+if [ -n "$RESUME_TAG" ]; then
+    echo "[pretrain.sh] resuming from $SAVE_DIR/$RESUME_TAG"
 fi
 
 # the training tasks install their signal handler before the heavy imports,
@@ -139,8 +141,8 @@ while :; do
 done
 echo "[pretrain.sh] $(date +%T) training tasks exited with $RC"
 
-if [ -f "$MARKER" ]; then
-    echo "[pretrain.sh] checkpoint saved on a signal: $(cat "$MARKER")"
+if PREEMPTED=$("${CKPT_DIR[@]}" preempted 2>/dev/null | tail -n 1) && [ -n "$PREEMPTED" ]; then
+    echo "[pretrain.sh] checkpoint saved on a signal: $PREEMPTED"
     if [ "$SIGNALLED" != TERM ] || [ "${REQUEUE_ON_TERM:-0}" = 1 ]; then
         if [ -n "${SLURM_JOB_ID:-}" ]; then
             echo "[pretrain.sh] requeueing job $SLURM_JOB_ID"

@@ -355,17 +355,23 @@ def train(steps: Steps, data: str, save_dir: str, seed: int, updates: int, args:
 
 
 def _train_summary(text: str) -> dict:
-    """Last logged training loss and words/s of a fairseq-train log."""
+    """Last logged training loss, words/s and update count of a
+    fairseq-train log (``--log-format simple``: ``train_inner`` lines hold
+    ``key=value, ...``, epoch ``train`` lines ``| key value |``)."""
     out = {}
     for line in text.splitlines():
-        if "| train_inner |" in line or "| train |" in line:
-            for field in line.split("|")[-1].split(","):
-                k, _, v = field.strip().partition(" ")
-                if k in ("loss", "wps", "num_updates"):
-                    try:
-                        out[f"last_{k}"] = float(v)
-                    except ValueError:
-                        pass
+        if "| train_inner |" in line:
+            fields = [f.strip().partition("=")[::2] for f in line.split("|")[-1].split(",")]
+        elif "| train |" in line:
+            fields = [f.strip().partition(" ")[::2] for f in line.split("|")[4:]]
+        else:
+            continue
+        for k, v in fields:
+            if k in ("loss", "wps", "num_updates"):
+                try:
+                    out[f"last_{k}"] = float(v)
+                except ValueError:
+                    pass
     return out
 
 
@@ -415,6 +421,13 @@ def arch_sizes(arch: str) -> List[str]:
     return out
 
 
+def early_stopping(preset: dict) -> List[str]:
+    """``patience`` > 0: stop when the validation loss (every 200 updates)
+    has not improved for that many validations; ``finetune_updates`` is then
+    only a cap. The same rule for every system of a comparison."""
+    return ["--patience", str(preset["patience"])] if preset.get("patience", 0) > 0 else []
+
+
 def finetune_mt(steps: Steps, data: str, save_dir: str, seed: int, src: str, tgt: str, init: Optional[str],
                 preset: dict) -> str:
     """xlm_translation fine-tuning; init None = random initialisation."""
@@ -424,20 +437,47 @@ def finetune_mt(steps: Steps, data: str, save_dir: str, seed: int, src: str, tgt
             "--max-target-positions", str(preset["tokens_per_sample"]),
             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
             "--max-tokens", str(preset["max_tokens"]), "--skip-invalid-size-inputs-valid-test",
-            *precision_flags(preset)]
+            *precision_flags(preset), *early_stopping(preset)]
     if init:
         args += ["--init-encoder", init, "--init-decoder", init]
     train(steps, data, save_dir, seed, preset["finetune_updates"], args, lr=preset.get("lr", 5e-4), validate=True)
     return os.path.join(save_dir, "checkpoint_best.pt")
 
 
+def stock_transformer_mt(steps: Steps, data: str, save_dir: str, seed: int, src: str, tgt: str,
+                         preset: dict) -> str:
+    """The peer: fairseq's own ``--task translation --arch transformer``
+    from scratch on the same data directory, with the sizes of ``arch``
+    (shared embeddings, as ours), the same optimisation, batch and stopping
+    rule; fp32 (fairseq's transformer gains nothing from bf16 autocast here)."""
+    args = ["--task", "translation", "-s", src, "-t", tgt, "--arch", "transformer",
+            "--share-all-embeddings", *arch_sizes(preset["arch"]),
+            "--max-source-positions", str(preset["tokens_per_sample"]),
+            "--max-target-positions", str(preset["tokens_per_sample"]),
+            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            "--max-tokens", str(preset["max_tokens"]), "--skip-invalid-size-inputs-valid-test",
+            *early_stopping(preset)]
+    cmd = train_cmd(data, save_dir, seed, preset["finetune_updates"], args, lr=preset.get("lr", 5e-4), validate=True)
+    cmd.remove("--user-dir")
+    cmd.remove(USER_DIR)
+    steps.run(os.path.join(save_dir, "train.json"), STOCK_ENV + cmd, parse=_train_summary)
+    return os.path.join(save_dir, "checkpoint_best.pt")
+
+
+# stock fairseq under torch >= 2.6 cannot read its own checkpoints (resume,
+# generate) without this; xlm_ds's tasks set it (docs/stack.md), a user of
+# the peer sets it too
+STOCK_ENV = ["env", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
+
+
 def translate_and_score(steps: Steps, data: str, ckpt: str, src: str, tgt: str, ref: str, out_dir: str,
-                        beam: int = 4) -> dict:
+                        beam: int = 4, task: str = "xlm_translation") -> dict:
     """fairseq-generate on the test split, then xlm-ds-score against the raw
     reference (a shell pipeline so the generate output lands atomically)."""
     gen = os.path.join(out_dir, "generate-test.txt")
-    gen_cmd = module("fairseq_cli.generate") + [
-        data, "--user-dir", USER_DIR, "--task", "xlm_translation", "-s", src, "-t", tgt, "--gen-subset", "test",
+    plugin = ["--user-dir", USER_DIR] if task.startswith("xlm") else []
+    gen_cmd = ([] if plugin else STOCK_ENV) + module("fairseq_cli.generate") + [
+        data, *plugin, "--task", task, "-s", src, "-t", tgt, "--gen-subset", "test",
         "--path", ckpt, "--beam", str(beam), "--batch-size", "64", "--post-process", "sentencepiece", "--cpu",
         # hypotheses at most 1.5 x source + 10 pieces: bounds the time a barely trained model babbles
         "--max-len-a", "1.5", "--max-len-b", "10",

@@ -158,3 +158,16 @@ def test_eval_retrieval_keeps_plain_and_centred_results_apart(tmp_path, monkeypa
     # rerun: everything is read back, nothing runs again
     C.eval_retrieval(steps, "ck.pt", str(tmp_path), cfg, {}, "out", center="self")
     assert len(calls) == 14
+
+
+def test_train_summary_reads_both_simple_log_lines():
+    """fairseq-train --log-format simple: train_inner holds key=value, the
+    epoch's train line | key value |; the last of each wins."""
+    log = "\n".join([
+        "2026-12-06 07:42:59 | INFO | train_inner | epoch 003:    248 / 876 loss=7.828, mlm_loss=8.5, "
+        "wps=8000.5, ups=3.9, num_updates=1900, lr=0.0005",
+        "2026-12-06 07:43:07 | INFO | train | epoch 003 | loss 7.818 | mlm_loss 8.556 | wps 8871.8 | "
+        "num_updates 2000 | wall 629",
+        "2026-12-06 07:43:08 | INFO | fairseq_cli.train | done training in 629.0 seconds",
+    ])
+    assert C._train_summary(log) == {"last_loss": 7.818, "last_wps": 8871.8, "last_num_updates": 2000.0}

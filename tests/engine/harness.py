@@ -84,10 +84,9 @@ def main():
 
     # (last: a pipeline engine leaves DeepSpeed's global model-parallel
     # groups set, which a later plain engine in the same process trips on)
-    # 2-stage pipeline (ZeRO-1, MLM only) against data parallelism from the
-    # same weights: pipeline micro-batches b0,b1 (accumulation 2) = data
-    # parallel rank 0 b0 + rank 1 b1; no dropout (stages draw from their own
-    # random streams)
+    # 2-stage pipeline (ZeRO-1) against data parallelism from the same
+    # weights: pipeline batches b0,b1 (accumulation 2) = data-parallel rank 0
+    # b0 + rank 1 b1; no dropout (stages draw from their own random streams)
     import torch.distributed as dist
 
     init = os.path.join(out, "init.pt")
@@ -97,9 +96,19 @@ def main():
         export(os.path.join(out, "zero0"), init)
     dist.barrier()
     same = ["--dropout", "0", "--attention-dropout", "0", "--finetune-from-model", init]
+    # every objective, and language-specific lower blocks; 10 updates each,
+    # from the weights of the same seed
+    no_dropout = ["--dropout", "0", "--attention-dropout", "0"]
+    mixed = dict(objectives="mlm tlm clm", updates=10)
+    shared = dict(objectives="mlm tlm", updates=10, extra=["--shared-top-layers", "1"])
     run("dp_mlm", "zero0.json", objectives="mlm", extra=same)
+    run("dp_mixed", "zero0.json", **mixed, extra=no_dropout)
+    run("dp_shared", "zero0.json", **{**shared, "extra": shared["extra"] + no_dropout})
     trainer = run("pipeline", "pipeline.json", objectives="mlm", extra=same + ["--update-freq", "2"])
     save_logits(trainer, os.path.join(out, "pipeline.logits.pt"))
+    del trainer
+    run("pipe_mixed", "pipeline.json", **mixed, extra=no_dropout + ["--update-freq", "2"])
+    run("pipe_shared", "pipeline.json", **{**shared, "extra": shared["extra"] + no_dropout + ["--update-freq", "2"]})
 
     if dist.get_rank() == 0:
         with open(os.path.join(out, "done.json"), "w") as f:

@@ -113,6 +113,33 @@ def test_pipeline_matches_data_parallel(harness, tmp_path):
     assert len(layer_files) >= 4
 
 
+@pytest.mark.parametrize("name", ["mixed", "shared"])
+def test_pipeline_trains_every_objective_and_shared_layers_as_data_parallel(harness, name, tmp_path):
+    """2 stages over the objectives' batches of b0, b1 = 2 data-parallel
+    ranks over b0 and b1: mlm+tlm+clm, and --shared-top-layers (lower
+    blocks one copy per language), 10 updates from the same seed's weights:
+    the same losses (per objective and language too) to 1e-5, and the same
+    weights after."""
+    dp, pipe = losses(harness, f"dp_{name}"), losses(harness, f"pipe_{name}")
+    assert sorted(pipe) == sorted(dp) == list(range(1, 11))
+    kinds = {"mixed": ("mlm", "tlm", "clm"), "shared": ("mlm", "tlm")}[name]
+    for u in dp:
+        assert pipe[u]["loss"] == pytest.approx(dp[u]["loss"], abs=1e-5), u
+        assert pipe[u]["gnorm"] == pytest.approx(dp[u]["gnorm"], rel=1e-4), u
+        keys = {k for k in dp[u] if k.endswith("_loss")}
+        assert {f"{kind}_loss" for kind in kinds} <= keys and keys == {k for k in pipe[u] if k.endswith("_loss")}
+        for key in keys:
+            assert pipe[u][key] == pytest.approx(dp[u][key], abs=1e-5), (u, key)
+    a = export(os.path.join(harness, f"dp_{name}"), str(tmp_path / "dp.pt"))["model"]
+    b = export(os.path.join(harness, f"pipe_{name}"), str(tmp_path / "pipe.pt"))["model"]
+    assert a.keys() == b.keys()
+    if name == "shared":
+        assert any(".per_lang.2." in k for k in a)  # fr's copy of the lower block
+    for k in a:
+        atol = 3e-3 if k.endswith("k_proj.bias") else 1e-4
+        assert torch.allclose(a[k], b[k], atol=atol), k
+
+
 @pytest.mark.parametrize("name", ["zero0", "zero3", "pipeline"])
 def test_export_loads_in_fairseq_with_the_engines_logits(harness, ds_data, name, tmp_path, engine_env):
     out = str(tmp_path / f"{name}.pt")

@@ -1,6 +1,6 @@
-"""xlm_ds.engine.preemption without a cluster: the handler, the marker, the
-patched loop, and the ranks' agreement (2 gloo processes). The end-to-end
-path (sbatch, SIGUSR1, requeue, exact resume) is tests/slurm/."""
+"""xlm_ds.engine.preemption without a cluster: the handler, the loop's
+hook (save, marker, stop), and the ranks' agreement (2 gloo processes). The
+end-to-end path (sbatch, SIGUSR1, requeue, exact resume) is tests/slurm/."""
 import json
 import os
 import signal
@@ -10,16 +10,16 @@ import types
 import pytest
 
 from xlm_ds.engine import loop, preemption
+from xlm_ds.engine.checkpoint_dir import CheckpointDir
+from xlm_ds.engine.checkpoint_dir import main as checkpoint_dir_main
 
 
 @pytest.fixture(autouse=True)
 def clean():
     preemption.reset()
-    original = loop.validate_and_save
     yield
     preemption.uninstall()
     preemption.reset()
-    loop.validate_and_save = getattr(loop.validate_and_save, "__wrapped__", original)
 
 
 def test_signal_sets_the_flag_and_uninstall_restores():
@@ -47,36 +47,41 @@ def _fake(tmp_path, no_save=False):
     return cfg, trainer, epoch_itr
 
 
-def test_patched_loop_saves_writes_the_marker_and_stops(tmp_path, monkeypatch):
+def test_the_loop_asks_the_hook_saves_writes_the_marker_and_stops(tmp_path, monkeypatch, capsys):
+    """train_epoch asks the hook at every update: no signal, the ordinary
+    validate-and-save; a signal, a save without validation, the marker and
+    a stop."""
     saved = []
     monkeypatch.setattr(loop, "save_checkpoint",
                         lambda cfg, trainer, itr, val: saved.append(val) or os.path.join(str(tmp_path), "checkpoint_2_7"))
-    calls = []
-    monkeypatch.setattr(loop, "validate_and_save", lambda *a: calls.append(a) or ([1.0], False))
-    preemption.patch_loop()
-    preemption.patch_loop()  # idempotent
+    hook = preemption.PreemptionHook()
     cfg, trainer, itr = _fake(tmp_path)
     preemption.install(["USR1"])
-    assert loop.validate_and_save(cfg, trainer, None, itr, ["valid"], False) == ([1.0], False)
-    assert len(calls) == 1 and not saved
+    assert not hook.requested()
     os.kill(os.getpid(), signal.SIGUSR1)
-    assert loop.validate_and_save(cfg, trainer, None, itr, ["valid"], False) == ([None], True)
-    assert len(calls) == 1 and saved == [None]  # saved without validating
-    marker = json.load(open(preemption.marker_path(str(tmp_path))))
+    assert hook.requested()
+    assert loop.save_and_stop(cfg, trainer, itr, hook) == ([None], True)
+    assert saved == [None]  # saved without validating
+    marker = CheckpointDir(str(tmp_path)).preempted()
     assert marker["num_updates"] == 7 and marker["epoch"] == 2 and marker["checkpoint"] == "checkpoint_2_7"
     assert marker["signal"] == "SIGUSR1"
     assert preemption.stopped_at_update() == 7
-    preemption.clear_marker(str(tmp_path))
-    assert not os.path.exists(preemption.marker_path(str(tmp_path)))
+    # what slurm/pretrain.sh asks: the marker, then (next start) forgetting it
+    assert checkpoint_dir_main([str(tmp_path), "preempted"]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"] == "checkpoint_2_7"
+    assert checkpoint_dir_main([str(tmp_path), "start"]) == 0
+    assert CheckpointDir(str(tmp_path)).preempted() is None
+    assert checkpoint_dir_main([str(tmp_path), "preempted"]) == 1
 
 
 def test_early_signal_counts(monkeypatch):
     from xlm_ds.cli import train
 
     seen = {}
-    monkeypatch.setattr(train, "main", lambda argv: seen.setdefault("argv", argv) and 0)
+    monkeypatch.setattr(train, "main", lambda argv, preempt=None: seen.update(argv=argv, preempt=preempt) or 0)
     preemption.main(["DATA", "--save-dir", "/nonexistent/x"], early=[signal.SIGUSR1])
     assert preemption.requested() and seen["argv"][0] == "DATA"
+    assert isinstance(seen["preempt"], preemption.PreemptionHook)
     assert preemption._save_dir(["--save-dir=/a"]) == "/a"
     assert preemption._save_dir([]) == "checkpoints"
 

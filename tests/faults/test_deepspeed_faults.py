@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 
-from xlm_ds.reliability import ds_checkpoints
+from xlm_ds.engine.checkpoint_dir import CheckpointDir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -40,7 +40,7 @@ def test_sigkill_mid_update_resumes_exactly(prepared_sample, ds_full, ds, tmp_pa
 def test_incomplete_tags_are_skipped(ds_full, tmp_path):
     save = tmp_path / "ckpt"
     shutil.copytree(ds_full["dir"], save)
-    assert ds_checkpoints.find_resume_tag(str(save)) == "checkpoint_1_10"
+    assert CheckpointDir(str(save)).resume_tag() == "checkpoint_1_10"
     shard = save / "checkpoint_1_10" / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
     with open(shard, "r+b") as f:
         f.truncate(os.path.getsize(shard) - 100)
@@ -49,10 +49,10 @@ def test_incomplete_tags_are_skipped(ds_full, tmp_path):
     records = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append  # own handler: other tests reconfigure logging (caplog misses it)
-    logger = logging.getLogger("xlm_ds.reliability")
+    logger = logging.getLogger("xlm_ds.checkpoints")
     logger.addHandler(handler)
     try:
-        assert ds_checkpoints.find_resume_tag(str(save)) == "checkpoint_1_4"
+        assert CheckpointDir(str(save)).resume_tag() == "checkpoint_1_4"
     finally:
         logger.removeHandler(handler)
     text = "\n".join(r.getMessage() for r in records)

@@ -109,20 +109,21 @@ def check(args, cfg):
     return info, ds
 
 
-def run_training(argv: Optional[List[str]] = None, destroy_process_group: bool = True):
+def run_training(argv: Optional[List[str]] = None, destroy_process_group: bool = True, preempt=None):
     """Parse, check, join (or reuse) the process group and train; returns
-    the trainer. Raises DSConfigError/LaunchEnvError on bad input."""
+    the trainer. Raises DSConfigError/LaunchEnvError on bad input.
+    ``preempt``: engine/preemption's hook (saves and stops on a signal)."""
     parser, args, cfg = parse(argv)
     info, ds = check(args, cfg)
-    from xlm_ds.engine import loop, trainer
+    from xlm_ds.engine import deepspeed_setup, loop
 
     logging.getLogger(PROG).info(
         "launch: %s, rank %d of %d (local rank %d), master %s:%d",
         info.launcher, info.rank, info.world_size, info.local_rank, info.master_addr, info.master_port,
     )
-    trainer.init_distributed()
+    deepspeed_setup.init_distributed()
     try:
-        return loop.run(cfg, ds, metrics_jsonl=args.ds_metrics_jsonl)
+        return loop.run(cfg, ds, metrics_jsonl=args.ds_metrics_jsonl, preempt=preempt)
     finally:
         import torch.distributed as dist
 
@@ -131,17 +132,17 @@ def run_training(argv: Optional[List[str]] = None, destroy_process_group: bool =
             dist.destroy_process_group()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, preempt=None) -> int:
     _setup_logging()
     from xlm_ds.engine.ds_config import DSConfigError
     from xlm_ds.engine.launch_env import LaunchEnvError
     from xlm_ds.fairseq_compat import FairseqCompatError, apply
-    from xlm_ds.reliability.ds_checkpoints import ResumeError
+    from xlm_ds.engine.checkpoint_dir import ResumeError
     from xlm_ds.reliability.preflight import PreflightError
 
     try:
         apply()
-        run_training(argv)
+        run_training(argv, preempt=preempt)
     except (DSConfigError, LaunchEnvError, ResumeError, PreflightError, FairseqCompatError) as e:
         sys.stderr.write(f"{PROG}: error: {e}\n")
         return 2

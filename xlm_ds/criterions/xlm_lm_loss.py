@@ -25,23 +25,32 @@ class XLMLMCriterion(FairseqCriterion):
     def forward(self, model, sample, reduce=True):
         target = sample["target"]
         predicted = target.ne(self.padding_idx)
-        n_pred = int(predicted.sum())
         logits, _ = model(**sample["net_input"], masked_tokens=predicted)
+        return self.loss_of_logits(
+            logits, target, sample["net_input"]["src_langs"], sample.get("objective", "lm"),
+            sample["ntokens"], sample["nsentences"],
+        )
+
+    def loss_of_logits(self, logits, target, langs, kind, ntokens, nsentences):
+        """(summed loss, predicted positions, logging output) of the logits
+        of ``target``'s predicted positions; the pipeline's last stage
+        (engine/pipeline.py) calls it too."""
+        predicted = target.ne(self.padding_idx)
+        n_pred = int(predicted.sum())
         nll = F.cross_entropy(
             logits.view(-1, logits.size(-1)).float(), target[predicted], reduction="none"
         )
         loss = nll.sum()
-        kind = sample.get("objective", "lm")
         log = {
             "loss": loss.detach(),
-            "ntokens": sample["ntokens"],
-            "nsentences": sample["nsentences"],
+            "ntokens": ntokens,
+            "nsentences": nsentences,
             "sample_size": n_pred,
             f"{kind}_loss": float(loss.detach()),
             f"{kind}_n": n_pred,
         }
         if self.languages:
-            langs = sample["net_input"]["src_langs"][predicted]
+            langs = langs[predicted]
             n_langs = len(self.languages)
             sums = torch.zeros(n_langs, dtype=torch.float64, device=nll.device)
             sums.scatter_add_(0, langs, nll.detach().double())

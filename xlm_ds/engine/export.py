@@ -14,8 +14,9 @@ The result has the keys of a checkpoint written by fairseq-train (``args``,
   training dtype: bf16/fp16 runs without ZeRO keep fp32 masters only in the
   optimizer state, and are upcast here);
 * pipeline: the per-layer files ``layer_NN-*model_states.pt``, renamed to
-  fairseq's names by the layout saved in the checkpoint; the tied output
-  projection is ``encoder.lm_head.weight`` = ``encoder.embed_tokens.weight``.
+  fairseq's names by the layout saved in the checkpoint (per layer: its own
+  key prefix and the encoder's); the tied output projection is
+  ``encoder.lm_head.weight`` = ``encoder.embed_tokens.weight``.
 
 No optimizer state is exported (``last_optimizer_state`` is None): resume a
 DeepSpeed run from its DeepSpeed checkpoint.
@@ -23,58 +24,18 @@ DeepSpeed run from its DeepSpeed checkpoint.
 import glob
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import torch
 
 from ..reliability.fairseq_checkpoints import torch_persistent_save
+from .checkpoint_dir import CheckpointDir, CheckpointLookupError
 
 logger = logging.getLogger("xlm_ds.export")
 
 
 class ExportError(ValueError):
     pass
-
-
-def resolve_tag(checkpoint: str, tag: Optional[str] = None) -> Tuple[str, str]:
-    """(save_dir, tag) from ``SAVE_DIR`` (+ --tag, or its ``latest``),
-    ``SAVE_DIR/TAG``, or --tag ``best`` (best.json)."""
-    checkpoint = os.path.abspath(checkpoint)
-    if not os.path.isdir(checkpoint):
-        raise ExportError(f"{checkpoint}: not a DeepSpeed checkpoint directory")
-    if tag is None and model_states_file(checkpoint):
-        return os.path.dirname(checkpoint), os.path.basename(checkpoint)
-    if tag == "best":
-        import json
-
-        best = os.path.join(checkpoint, "best.json")
-        if not os.path.isfile(best):
-            raise ExportError(f"{best}: not found (no validation-tracked best checkpoint)")
-        with open(best, encoding="utf-8") as f:
-            tag = json.load(f)["tag"]
-    if tag is None:
-        latest = os.path.join(checkpoint, "latest")
-        if not os.path.isfile(latest):
-            tags = sorted(n for n in os.listdir(checkpoint) if os.path.isdir(os.path.join(checkpoint, n)))
-            raise ExportError(
-                f"{checkpoint}: no 'latest' file; name a tag with --tag (found: {', '.join(tags) or 'none'})"
-            )
-        with open(latest, encoding="utf-8") as f:
-            tag = f.read().strip()
-    if not model_states_file(os.path.join(checkpoint, tag)):
-        raise ExportError(f"{os.path.join(checkpoint, tag)}: no {MODEL_STATES[0]} (not a DeepSpeed checkpoint)")
-    return checkpoint, tag
-
-
-MODEL_STATES = ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
-
-
-def model_states_file(tag_dir: str) -> Optional[str]:
-    """DeepSpeed's model-states file of a tag (ZeRO-3 names it per rank)."""
-    for name in MODEL_STATES:
-        if os.path.isfile(os.path.join(tag_dir, name)):
-            return os.path.join(tag_dir, name)
-    return None
 
 
 def _load(path):
@@ -94,14 +55,16 @@ def _pipeline_state_dict(tag_dir: str, info: Dict[str, Any]) -> Dict[str, torch.
     if not layout:
         raise ExportError(f"{tag_dir}: pipeline checkpoint without a layer layout")
     state: Dict[str, torch.Tensor] = {}
-    for idx, prefix in enumerate(layout):
-        files = sorted(glob.glob(os.path.join(tag_dir, f"layer_{idx:02d}-*model_states.pt")))
-        if not prefix:
+    for idx, entry in enumerate(layout):
+        if not entry:
             continue  # the tied projection: no state of its own
+        own, prefix = ("", entry) if isinstance(entry, str) else entry  # str: checkpoints before 2026-12-06
+        files = sorted(glob.glob(os.path.join(tag_dir, f"layer_{idx:02d}-*model_states.pt")))
         if not files:
             raise ExportError(f"{tag_dir}: layer {idx} ({prefix}) has no layer_{idx:02d}-*model_states.pt")
         for key, value in _fp32(_load(files[0])).items():
-            state[prefix + key] = value
+            if key.startswith(own):
+                state[prefix + key[len(own):]] = value
     if "encoder.embed_tokens.weight" not in state:
         raise ExportError(f"{tag_dir}: no token embedding in the pipeline layers")
     state["encoder.lm_head.weight"] = state["encoder.embed_tokens.weight"]
@@ -111,9 +74,12 @@ def _pipeline_state_dict(tag_dir: str, info: Dict[str, Any]) -> Dict[str, torch.
 def consolidate(checkpoint: str, tag: Optional[str] = None) -> Dict[str, Any]:
     """The fairseq checkpoint dict of a DeepSpeed checkpoint written by
     xlm-ds-train."""
-    save_dir, tag = resolve_tag(checkpoint, tag)
-    tag_dir = os.path.join(save_dir, tag)
-    model_states = _load(model_states_file(tag_dir))
+    try:
+        ckpt, tag = CheckpointDir.lookup(checkpoint, tag)
+    except CheckpointLookupError as e:
+        raise ExportError(str(e)) from None
+    tag_dir = ckpt.tag_dir(tag)
+    model_states = _load(CheckpointDir.model_states_file(tag_dir))
     info = model_states.get("xlm_ds")
     if info is None:
         raise ExportError(f"{tag_dir}: no xlm_ds state (not written by xlm-ds-train)")
@@ -128,7 +94,7 @@ def consolidate(checkpoint: str, tag: Optional[str] = None) -> Dict[str, Any]:
 
         logger.info("gathering fp32 weights from %d ZeRO shard(s)",
                     len(glob.glob(os.path.join(tag_dir, "*optim_states.pt"))))
-        model = get_fp32_state_dict_from_zero_checkpoint(save_dir, tag=tag)
+        model = get_fp32_state_dict_from_zero_checkpoint(ckpt.path, tag=tag)
         model = {k: (v.float() if v.is_floating_point() else v) for k, v in model.items()}
     else:
         module = model_states.get("module")

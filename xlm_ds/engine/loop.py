@@ -14,8 +14,7 @@ import json
 import logging
 import math
 import os
-import shutil
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from fairseq import checkpoint_utils, tasks, utils
 from fairseq.data import iterators
 from fairseq.logging import meters, metrics, progress_bar
 
-from ..reliability.atomic import atomic_write
+from .checkpoint_dir import CheckpointDir, tag_name
 
 logger = logging.getLogger("xlm_ds.train")
 
@@ -59,14 +58,8 @@ class MetricsFile:
 
 
 # --------------------------------------------------------------------------
-# checkpoints
+# checkpoints (the layout is engine/checkpoint_dir.py's)
 # --------------------------------------------------------------------------
-def _tag_dirs(save_dir: str) -> List[str]:
-    if not os.path.isdir(save_dir):
-        return []
-    return [n for n in os.listdir(save_dir) if os.path.isdir(os.path.join(save_dir, n)) and n.startswith("checkpoint")]
-
-
 def save_checkpoint(cfg, trainer, epoch_itr, val_loss) -> Optional[str]:
     """fairseq's ``checkpoint_utils.save_checkpoint`` for DeepSpeed
     checkpoint directories."""
@@ -78,12 +71,9 @@ def save_checkpoint(cfg, trainer, epoch_itr, val_loss) -> Optional[str]:
         best_fn = max if ckpt.maximize_best_checkpoint_metric else min
         save_checkpoint.best = best_fn(val_loss, prev_best)
     epoch = epoch_itr.epoch
-    end_of_epoch = epoch_itr.end_of_epoch()
     updates = trainer.get_num_updates()
-    if end_of_epoch and not ckpt.no_epoch_checkpoints and epoch % ckpt.save_interval == 0:
-        tag = f"checkpoint{epoch}"
-    else:
-        tag = f"checkpoint_{epoch}_{updates}"
+    tag = tag_name(epoch, updates, epoch_itr.end_of_epoch() and not ckpt.no_epoch_checkpoints
+                   and epoch % ckpt.save_interval == 0)
     extra_state = {"train_iterator": epoch_itr.state_dict(), "val_loss": val_loss}
     if hasattr(save_checkpoint, "best"):
         extra_state["best"] = save_checkpoint.best
@@ -95,56 +85,16 @@ def save_checkpoint(cfg, trainer, epoch_itr, val_loss) -> Optional[str]:
         (val_loss >= prev_best) if ckpt.maximize_best_checkpoint_metric else (val_loss <= prev_best)
     )
     if _is_master():
+        directory = CheckpointDir(ckpt.save_dir)
         if is_best and not ckpt.no_last_checkpoints:
-            best = json.dumps({"tag": tag, ckpt.best_checkpoint_metric: val_loss, "num_updates": updates})
-            atomic_write(os.path.join(ckpt.save_dir, "best.json"), lambda f: f.write(best.encode()), marker=False)
+            directory.write_best(tag, ckpt.best_checkpoint_metric, val_loss, updates)
         logger.info(
             "Saved checkpoint %s (epoch %d @ %d updates, score %s) (writing took %.1f seconds)",
             path, epoch, updates, val_loss, timer.sum,
         )
-        _prune(ckpt, tag)
+        directory.prune(tag, ckpt.keep_interval_updates, ckpt.keep_last_epochs)
     _barrier()
     return path
-
-
-def _prune(ckpt, current: str):
-    keep = {current}
-    best = os.path.join(ckpt.save_dir, "best.json")
-    if os.path.isfile(best):
-        with open(best, encoding="utf-8") as f:
-            keep.add(json.load(f).get("tag"))
-    latest = os.path.join(ckpt.save_dir, "latest")
-    if os.path.isfile(latest):
-        with open(latest, encoding="utf-8") as f:
-            keep.add(f.read().strip())
-    tags = _tag_dirs(ckpt.save_dir)
-    mid = sorted((t for t in tags if t.count("_") == 2), key=lambda t: int(t.split("_")[2]), reverse=True)
-    ends = sorted((t for t in tags if t.count("_") == 0 and t[len("checkpoint"):].isdigit()),
-                  key=lambda t: int(t[len("checkpoint"):]), reverse=True)
-    doomed = []
-    if ckpt.keep_interval_updates > 0:
-        doomed += mid[ckpt.keep_interval_updates:]
-    if ckpt.keep_last_epochs > 0:
-        doomed += ends[ckpt.keep_last_epochs:]
-    for tag in doomed:
-        if tag not in keep:
-            shutil.rmtree(os.path.join(ckpt.save_dir, tag), ignore_errors=True)
-
-
-def _resolve_restore(cfg) -> Tuple[str, Optional[str]]:
-    """(load_dir, tag): the default --restore-file checkpoint_last.pt means
-    SAVE_DIR/latest; otherwise a tag directory (DIR/TAG) or a save dir."""
-    restore = cfg.checkpoint.restore_file
-    if restore in ("checkpoint_last.pt", "checkpoint_last"):
-        return cfg.checkpoint.save_dir, None
-    restore = restore[:-3] if restore.endswith(".pt") and not os.path.exists(restore) else restore
-    if not os.path.isabs(restore) and not os.path.exists(restore):
-        restore = os.path.join(cfg.checkpoint.save_dir, restore)
-    if os.path.isfile(os.path.join(restore, "latest")):
-        return restore, None
-    if os.path.isdir(restore):
-        return os.path.dirname(os.path.abspath(restore)), os.path.basename(os.path.abspath(restore))
-    raise FileNotFoundError(f"--restore-file {cfg.checkpoint.restore_file}: no DeepSpeed checkpoint there")
 
 
 def finetune_source(cfg) -> Optional[str]:
@@ -158,7 +108,7 @@ def finetune_source(cfg) -> Optional[str]:
         raise ValueError("--finetune-from-model and --restore-file cannot be given together")
     if ckpt.reset_optimizer or ckpt.reset_lr_scheduler or ckpt.reset_meters or ckpt.reset_dataloader:
         raise ValueError("--finetune-from-model cannot be combined with --reset-*")
-    if os.path.isfile(os.path.join(ckpt.save_dir, "latest")):
+    if CheckpointDir(ckpt.save_dir).has_checkpoint():
         return None  # resuming the fine-tuning run itself
     if not os.path.isfile(ckpt.finetune_from_model):
         raise FileNotFoundError(f"--finetune-from-model {ckpt.finetune_from_model} does not exist")
@@ -173,9 +123,9 @@ def load_fairseq_weights(path: str) -> Dict[str, torch.Tensor]:
 
 def load_checkpoint(cfg, trainer):
     ckpt = cfg.checkpoint
-    load_dir, tag = _resolve_restore(cfg)
+    directory, tag = CheckpointDir.resolve_restore(ckpt.restore_file, ckpt.save_dir)
     extra_state = trainer.load_checkpoint(
-        load_dir, tag,
+        directory, tag,
         reset_optimizer=ckpt.reset_optimizer,
         reset_lr_scheduler=ckpt.reset_lr_scheduler,
         reset_meters=ckpt.reset_meters,
@@ -217,7 +167,7 @@ def get_training_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
 
 
 @metrics.aggregate("train")
-def train_epoch(cfg, trainer, task, epoch_itr, metrics_file):
+def train_epoch(cfg, trainer, task, epoch_itr, metrics_file, preempt=None):
     itr = epoch_itr.next_epoch_itr(
         fix_batches_to_gpus=cfg.distributed_training.fix_batches_to_gpus,
         shuffle=(epoch_itr.next_epoch_idx > cfg.dataset.curriculum),
@@ -242,7 +192,11 @@ def train_epoch(cfg, trainer, task, epoch_itr, metrics_file):
                 progress.log(stats, tag="train_inner", step=num_updates)
                 metrics.reset_meters("train_inner")
         end_of_epoch = not itr.has_next()
-        valid_losses, should_stop = validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
+        if preempt is not None and preempt.requested():  # collective: every rank asks at every update
+            valid_losses, should_stop = save_and_stop(cfg, trainer, epoch_itr, preempt)
+        else:
+            valid_losses, should_stop = validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets,
+                                                          end_of_epoch)
         if should_stop:
             break
     logger.info("end of epoch %d (average epoch stats below)", epoch_itr.epoch)
@@ -269,6 +223,21 @@ def should_stop_early(cfg, valid_loss) -> bool:
         logger.info("early stop since valid performance hasn't improved for last %d runs", cfg.checkpoint.patience)
         return True
     return False
+
+
+def save_and_stop(cfg, trainer, epoch_itr, preempt):
+    """A signal asked the run to stop (engine/preemption.py): save at this
+    update without validating (the time before SIGKILL is short), leave
+    ``preempted.json`` beside the checkpoint, and stop."""
+    num_updates = trainer.get_num_updates()
+    logger.info("preemption: saving a checkpoint at update %d and stopping (%s)", num_updates, preempt.reason())
+    path = save_checkpoint(cfg, trainer, epoch_itr, None)
+    if _is_master() and not cfg.checkpoint.no_save:
+        CheckpointDir(cfg.checkpoint.save_dir).write_preempted(
+            num_updates, epoch_itr.epoch, os.path.basename(path) if path else None, preempt.reason())
+    _barrier()
+    preempt.stopped(num_updates)
+    return [None], True
 
 
 def validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch):
@@ -340,11 +309,13 @@ def validate(cfg, trainer, task, epoch_itr, subsets):
     return valid_losses
 
 
-def run(cfg, ds, metrics_jsonl: Optional[str] = None):
-    """Train with DeepSpeed; the process group must exist already."""
+def run(cfg, ds, metrics_jsonl: Optional[str] = None, preempt=None):
+    """Train with DeepSpeed; the process group must exist already.
+    ``preempt`` (engine/preemption.PreemptionHook) is asked at every update
+    whether a signal wants the run saved and stopped."""
     import torch.distributed as dist
 
-    from .pipeline import PipelineTrainer, build_pipeline_module, load_into_pipeline
+    from .pipeline import PipelineTrainer, build_pipeline_module
     from .trainer import DeepSpeedTrainer
 
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -376,22 +347,20 @@ def run(cfg, ds, metrics_jsonl: Optional[str] = None):
     task = tasks.setup_task(cfg.task)
     criterion = task.build_criterion(cfg.criterion)
     init_from = finetune_source(cfg)
-    if ds.pipeline:
-        module = build_pipeline_module(cfg, task, ds)
-        if init_from:
-            load_into_pipeline(module, load_fairseq_weights(init_from))
-        trainer = PipelineTrainer(cfg, task, module, criterion, ds)
+    model = task.build_model(cfg.model)
+    if init_from:
+        model.load_state_dict(load_fairseq_weights(init_from), strict=True, model_cfg=cfg.model)
+    logger.info(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("task: %s, model: %s, criterion: %s", type(task).__name__, type(model).__name__,
+                type(criterion).__name__)
+    logger.info("num. model params: {:,} (num. trained: {:,})".format(
+        n_params, sum(p.numel() for p in model.parameters() if p.requires_grad)))
+    if ds.pipeline:  # the stages keep their own layers of the model, the rest is freed
+        trainer = PipelineTrainer(cfg, task, build_pipeline_module(cfg, task, criterion, model, ds), criterion, ds)
     else:
-        model = task.build_model(cfg.model)
-        if init_from:
-            model.load_state_dict(load_fairseq_weights(init_from), strict=True, model_cfg=cfg.model)
-        logger.info(model)
-        n_params = sum(p.numel() for p in model.parameters())
-        logger.info("task: %s, model: %s, criterion: %s", type(task).__name__, type(model).__name__,
-                    type(criterion).__name__)
-        logger.info("num. model params: {:,} (num. trained: {:,})".format(
-            n_params, sum(p.numel() for p in model.parameters() if p.requires_grad)))
         trainer = DeepSpeedTrainer(cfg, task, model, criterion, ds)
+    del model
     if not cfg.dataset.disable_validation:
         for subset in cfg.dataset.valid_subset.split(","):
             task.load_dataset(subset, combine=False, epoch=1)
@@ -411,7 +380,7 @@ def run(cfg, ds, metrics_jsonl: Optional[str] = None):
         if lr <= cfg.optimization.stop_min_lr:
             logger.info("stopping training because current learning rate (%s) is <= --stop-min-lr", lr)
             break
-        valid_losses, should_stop = train_epoch(cfg, trainer, task, epoch_itr, metrics_file)
+        valid_losses, should_stop = train_epoch(cfg, trainer, task, epoch_itr, metrics_file, preempt)
         if should_stop:
             break
         lr = trainer.lr_step(epoch_itr.epoch, valid_losses[0])

@@ -1,244 +1,87 @@
-"""The XLM encoder as a DeepSpeed ``PipelineModule`` (MLM objective).
+"""Pipeline parallelism for the ``xlm`` task: the encoder's own layers
+(``XLMEncoder.pipeline_layers``, models/encoder_stages.py) as a DeepSpeed
+``PipelineModule``, partitioned by parameter count.
 
-Layers, in order (a stage boundary may fall between any two):
+Every objective of the task trains: an update of ``--update-freq`` batches
+of K objectives (``mlm tlm clm`` in any mix) is a pipeline schedule of
+K × update-freq micro-batches, one objective's batch each (its own shape,
+positions and attention mask travel with it). The loss and the
+per-objective, per-language statistics come from the task's criterion
+(``XLMLMCriterion.loss_of_logits``) on the last stage; the objective
+weighting is the task's (``objective_loss``), and since DeepSpeed divides
+each micro-batch's loss by the K × update-freq micro-batches of the
+schedule, the loss handed to it is K times the task's: the gradient is
+that of fairseq-train and of the data-parallel engine on the same batches.
 
-====  ======================  =============================  ==========================
-idx   layer                   fairseq parameter prefix       passes on
-====  ======================  =============================  ==========================
-0     TokenEmbeddingPipe      ``encoder.`` (embed_tokens)    (emb, tokens, langs, target)
-      (TiedLayerSpec "embed")
-1     EmbeddingRestPipe       ``encoder.`` (positions,       (x, tokens, target)
-                              languages, layernorm_embedding)
-2..   TransformerLayerPipe    ``encoder.layers.N.``          (x, tokens, target)
-      FinalLayerNormPipe      ``encoder.`` (pre-LN only)     (x, tokens, target)
-      LMHeadTransformPipe     ``encoder.lm_head.``           h: features of the predicted
-                              (dense, layer_norm)            positions (N, C)
-      TiedLayerSpec "embed"   (tied to layer 0)              h @ embed_tokens.weightᵀ
-      LMBiasPipe              ``encoder.lm_head.`` (bias)    logits (N, V)
-====  ======================  =============================  ==========================
-
-Layer 0 and the output projection share ``embed_tokens.weight`` through
-DeepSpeed's ``TiedLayerSpec`` (synchronised at start, gradients all-reduced
-between the two stages). The target travels with the activations so that the
-LM head scores only the predicted positions (15% of them), as
-``XLMEncoder.forward(masked_tokens=...)`` does; the loss (per-token mean,
-the xlm task's MLM loss) and per-language statistics are computed on the
-last stage. The forward computations are those of ``XLMEncoder`` (checked by
-tests/engine: an exported pipeline checkpoint gives the pipeline's logits in
-fairseq).
-
-Partitioning is by parameter count (``pipeline.partition: "parameters"``,
-the default here); the tied embedding counts on both stages that hold it.
-
-One objective per pipeline run (MLM): the pipeline engine runs a fixed
-schedule of identical micro-batches, so mixing MLM and TLM batches would need
-two engines. Only the ``mlm`` stream of the xlm task's batches is used.
+The token table is shared by the first stage (lookup) and the last (the
+LM head's projection) through DeepSpeed's ``TiedLayerSpec``; its gradient
+is all-reduced between the two. Only the ``xlm`` task trains in a pipeline
+(xlm_phased changes objectives mid-run, xlm_align adds a momentum encoder):
+the others train with the ZeRO configs.
 """
+import copy
 import logging
-import math
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import torch
-import torch.nn.functional as F
-from fairseq import utils
 from fairseq.logging import metrics
-from fairseq.modules import LayerNorm, PositionalEmbedding
-from torch import nn
 
-from ..models.transformer_layer import TransformerLayer
-from .trainer import DeepSpeedTrainer, import_deepspeed, initialize_engine
+from ..models.encoder_stages import EncoderSource, default_positions
+from .deepspeed_setup import import_deepspeed, initialize_engine
+from .trainer import DeepSpeedTrainer
 
 logger = logging.getLogger("xlm_ds.engine.pipeline")
 
 
-# --------------------------------------------------------------------------
-# layers
-# --------------------------------------------------------------------------
-class TokenEmbeddingPipe(nn.Module):
-    def __init__(self, vocab: int, dim: int, padding_idx: int):
-        super().__init__()
-        self.embed_tokens = nn.Embedding(vocab, dim, padding_idx)
-        nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=dim**-0.5)
-        nn.init.zeros_(self.embed_tokens.weight[padding_idx])
+class PipelineLoss:
+    """The criterion on the last stage: one pipeline micro-batch = one
+    objective's batch; keeps each micro-batch's (objective, predicted
+    positions, criterion log) for the trainer."""
 
-    def forward(self, inputs):
-        tokens, langs, target = inputs
-        return self.embed_tokens(tokens), tokens, langs, target
-
-
-def project_to_vocabulary(module: TokenEmbeddingPipe, h):
-    return F.linear(h, module.embed_tokens.weight)
-
-
-class EmbeddingRestPipe(nn.Module):
-    """XLMEncoder.embed + the padding zeroing of extract_features."""
-
-    def __init__(self, dim, max_positions, padding_idx, n_langs, sinusoidal, normalize_before, dropout):
-        super().__init__()
-        self.padding_idx = padding_idx
-        self.dropout = dropout
-        self.embed_positions = PositionalEmbedding(max_positions, dim, padding_idx, learned=not sinusoidal)
-        self.embed_langs = nn.Embedding(n_langs, dim) if n_langs > 0 else None
-        if self.embed_langs is not None:
-            nn.init.normal_(self.embed_langs.weight, mean=0.0, std=dim**-0.5)
-        self.layernorm_embedding = None if normalize_before else LayerNorm(dim)
-
-    def forward(self, inputs):
-        emb, tokens, langs, target = inputs
-        x = emb + self.embed_positions(tokens)
-        if self.embed_langs is not None:
-            x = x + self.embed_langs(langs)
-        if self.layernorm_embedding is not None:
-            x = self.layernorm_embedding(x)
-        x = F.dropout(x, self.dropout, self.training)
-        padding_mask = tokens.eq(self.padding_idx)
-        if padding_mask.any():
-            x = x * (~padding_mask).unsqueeze(-1).type_as(x)
-        return x, tokens, target
-
-
-class TransformerLayerPipe(TransformerLayer):
-    def __init__(self, padding_idx, *args):
-        super().__init__(*args)
-        self.padding_idx = padding_idx
-
-    def forward(self, inputs):
-        x, tokens, target = inputs
-        padding_mask = tokens.eq(self.padding_idx)
-        if not padding_mask.any():
-            padding_mask = None
-        return super().forward(x, key_padding_mask=padding_mask), tokens, target
-
-
-class FinalLayerNormPipe(nn.Module):
-    def __init__(self, dim):
-        super().__init__()
-        self.layer_norm = LayerNorm(dim)
-
-    def forward(self, inputs):
-        x, tokens, target = inputs
-        return self.layer_norm(x), tokens, target
-
-
-class LMHeadTransformPipe(nn.Module):
-    """RobertaLMHead up to the vocabulary projection, on predicted positions."""
-
-    def __init__(self, dim, activation_fn, padding_idx):
-        super().__init__()
-        self.padding_idx = padding_idx
-        self.dense = nn.Linear(dim, dim)
-        self.activation_fn = utils.get_activation_fn(activation_fn)
-        self.layer_norm = LayerNorm(dim)
-
-    def forward(self, inputs):
-        x, tokens, target = inputs
-        features = x[target.ne(self.padding_idx), :]
-        return self.layer_norm(self.activation_fn(self.dense(features)))
-
-
-class LMBiasPipe(nn.Module):
-    def __init__(self, vocab):
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(vocab))
-
-    def forward(self, logits):
-        return logits + self.bias
-
-
-class PipelineMLMLoss:
-    """Per-token mean cross-entropy of the predicted positions (the xlm
-    task's MLM loss), with the sums the criterion logs, kept per micro-batch
-    for the trainer."""
-
-    def __init__(self, padding_idx: int, languages: List[str]):
-        self.padding_idx = padding_idx
-        self.languages = languages
-        self.stats: List[torch.Tensor] = []
-        self.__name__ = "PipelineMLMLoss"
+    def __init__(self, task, criterion):
+        self.task = task
+        self.criterion = criterion
+        self.objectives = list(task.objectives)
+        self.entries: List[tuple] = []
+        self.__name__ = "PipelineLoss"
 
     def __call__(self, logits, labels):
-        target, langs = labels
-        predicted = target.ne(self.padding_idx)
-        n_pred = int(predicted.sum())
-        nll = F.cross_entropy(logits.float(), target[predicted], reduction="none")
-        loss = nll.sum()
-        with torch.no_grad():
-            n_langs = max(len(self.languages), 1)
-            row = torch.zeros(3 + 2 * n_langs, dtype=torch.float64, device=nll.device)
-            row[0] = float(loss.detach())
-            row[1] = n_pred
-            row[2] = 1.0  # micro-batches with a loss (this stage is the last)
-            if self.languages:
-                lang_ids = langs[predicted]
-                row[3:3 + n_langs].scatter_add_(0, lang_ids, nll.detach().double())
-                row[3 + n_langs:].scatter_add_(0, lang_ids, torch.ones_like(lang_ids, dtype=torch.float64))
-            self.stats.append(row)
-        return loss / max(n_pred, 1)
+        target, langs, meta = labels
+        obj = self.objectives[int(meta[0])]
+        loss, n_pred, log = self.criterion.loss_of_logits(
+            logits, target, langs, obj.kind, int(meta[1]), int(meta[2]))
+        self.entries.append((obj, n_pred, log))
+        return self.task.objective_loss(obj, loss, n_pred) * len(self.objectives)
 
 
-def layer_layout(cfg_model) -> List[str]:
-    """fairseq state-dict prefix of each pipeline layer ("" = no state)."""
-    layout = ["encoder.", "encoder."]
-    layout += [f"encoder.layers.{i}." for i in range(cfg_model.encoder_layers)]
-    if cfg_model.normalize_before:
-        layout.append("encoder.")
-    layout += ["encoder.lm_head.", "", "encoder.lm_head."]
-    return layout
-
-
-def build_pipeline_module(cfg, task, ds):
-    """The PipelineModule of ``cfg.model`` (an xlm_lm architecture)."""
+def build_pipeline_module(cfg, task, criterion, model, ds):
+    """The PipelineModule of ``model``'s encoder (an ``xlm_lm`` model of the
+    ``xlm`` task); ``model`` must not be used afterwards (the stages keep
+    only their own submodules)."""
     import_deepspeed()
     from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
 
     from ..models.xlm_model import XLMModel
+    from ..tasks.xlm_task import XLMTask
 
-    m = cfg.model
-    if getattr(m, "_name", None) is None or not str(m._name).startswith(("xlm", "xlmr")):
-        raise ValueError(f"pipeline parallelism supports the xlm_lm architectures, not {m._name!r}")
-    if getattr(m, "shared_top_layers", -1) >= 0:
+    if type(task) is not XLMTask:
         raise ValueError(
-            "pipeline parallelism builds the plain encoder; --shared-top-layers (language-specific "
-            "blocks) trains with a ZeRO config"
+            f"pipeline parallelism trains the xlm task (any mix of mlm, tlm, clm), not {cfg.task._name!r}; "
+            "train it with a ZeRO config"
         )
-    objectives = [o.kind for o in task.objectives]
-    if objectives != ["mlm"]:
-        raise ValueError(
-            f"pipeline parallelism trains one objective, MLM; --objectives {task.cfg.objectives!r} "
-            "gives " + ", ".join(objectives) + " (use --objectives mlm, or a ZeRO config for mixed objectives)"
-        )
-    from omegaconf import open_dict
-
-    if not getattr(m, "languages", None):
-        with open_dict(m):
-            m.languages = ",".join(task.languages)
-    if task.cfg.tokens_per_sample > m.max_positions:
-        raise ValueError(f"--tokens-per-sample {task.cfg.tokens_per_sample} exceeds --max-positions {m.max_positions}")
-    d = task.source_dictionary
-    pad, vocab, dim = d.pad(), len(d), m.encoder_embed_dim
-    languages = XLMModel.languages_of(m)
-    n_langs = 0 if m.no_lang_embeddings else len(languages)
-    specs = [
-        TiedLayerSpec("embed", TokenEmbeddingPipe, vocab, dim, pad, tied_weight_attr=["embed_tokens.weight"]),
-        LayerSpec(EmbeddingRestPipe, dim, m.max_positions, pad, n_langs, m.sinusoidal_positions,
-                  m.normalize_before, m.dropout),
-    ]
-    for _ in range(m.encoder_layers):
-        specs.append(LayerSpec(
-            TransformerLayerPipe, pad, dim, m.encoder_ffn_embed_dim, m.encoder_attention_heads, m.dropout,
-            m.attention_dropout, m.activation_dropout, m.activation_fn, m.normalize_before,
-        ))
-    if m.normalize_before:
-        specs.append(LayerSpec(FinalLayerNormPipe, dim))
-    specs += [
-        LayerSpec(LMHeadTransformPipe, dim, m.activation_fn, pad),
-        TiedLayerSpec("embed", TokenEmbeddingPipe, vocab, dim, pad, forward_fn=project_to_vocabulary,
-                      tied_weight_attr=["embed_tokens.weight"]),
-        LayerSpec(LMBiasPipe, vocab),
-    ]
-    assert len(specs) == len(layer_layout(m))
+    if not isinstance(model, XLMModel):
+        raise ValueError(f"pipeline parallelism trains the xlm_lm architectures, not {cfg.model._name!r}")
+    source = EncoderSource(model.encoder)
+    layers = model.encoder.pipeline_layers()
+    specs = []
+    for layer in layers:
+        if layer.tied:
+            specs.append(TiedLayerSpec(layer.tied, layer.cls, source, *layer.args, forward_fn=layer.forward,
+                                       tied_weight_attr=["embed_tokens.weight"]))
+        else:
+            specs.append(LayerSpec(layer.cls, source, *layer.args))
     pipe_cfg = ds.config.get("pipeline", {})
-    loss_fn = PipelineMLMLoss(pad, languages)
+    loss_fn = PipelineLoss(task, criterion)
     module = PipelineModule(
         layers=specs,
         num_stages=ds.pipeline_stages,
@@ -247,57 +90,43 @@ def build_pipeline_module(cfg, task, ds):
         activation_checkpoint_interval=int(pipe_cfg.get("activation_checkpoint_interval", 0)),
         # only transformer blocks: a checkpointed embedding (integer inputs)
         # would get no gradient with reentrant checkpointing
-        checkpointable_layers=["TransformerLayerPipe"],
-        dynamic_shape=True,  # batch and sequence lengths vary; the target selection too
+        checkpointable_layers=["BlockStage"],
+        dynamic_shape=True,  # every micro-batch has its own shape
     )
+    source.release()  # the other stages' submodules can go
     module.xlm_loss = loss_fn
-    module.xlm_max_positions = m.max_positions
-    module.xlm_layout = layer_layout(m)
+    module.xlm_max_positions = model.max_positions()
+    module.xlm_layout = [list(layer.state) if layer.state else None for layer in layers]
     return module
 
 
-def load_into_pipeline(module, state: Dict[str, torch.Tensor]) -> None:
-    """Load a fairseq xlm_lm state dict into this stage's layers (the
-    inverse of xlm-ds-export's renaming); call before deepspeed.initialize."""
-    layout = layer_layout_of(module)
-    start = module._local_start
-    for local_idx, layer in enumerate(module.forward_funcs):
-        prefix = layout[start + local_idx]
-        if not prefix or not isinstance(layer, nn.Module):
-            continue
-        _load_layer(layer, state, prefix, start + local_idx)
-    for tied in module.tied_modules.values():
-        _load_layer(tied, state, "encoder.", "tied embedding")
+def schedule_config(ds, n_objectives: int) -> Dict[str, Any]:
+    """The DeepSpeed config of a pipeline whose update runs every
+    objective's batch of every accumulated step: K × update-freq
+    micro-batches."""
+    config = copy.deepcopy(ds.config)
+    gas = ds.gradient_accumulation_steps * n_objectives
+    config["gradient_accumulation_steps"] = gas
+    config["train_batch_size"] = ds.micro_batch_size * gas * ds.data_parallel_size
+    return config
 
 
-def _load_layer(layer, state, prefix, where):
-    own = layer.state_dict()
-    missing = [prefix + k for k in own if prefix + k not in state]
-    if missing:
-        raise KeyError(f"pipeline layer {where}: the checkpoint lacks {', '.join(missing)}")
-    layer.load_state_dict({k: state[prefix + k] for k in own}, strict=True)
-
-
-def layer_layout_of(module):
-    return module.xlm_layout
-
-
-# --------------------------------------------------------------------------
-# trainer
-# --------------------------------------------------------------------------
 class PipelineTrainer(DeepSpeedTrainer):
-    """``engine.train_batch`` over the ``gradient_accumulation_steps``
-    micro-batches of an update; data-parallel replicas read disjoint shards
-    (sharded by data-parallel rank, so all stages of a pipeline read the same
-    batches), statistics come from the last stage."""
+    """``engine.train_batch`` over the objectives' batches of an update;
+    data-parallel replicas read disjoint shards (sharded by data-parallel
+    rank, so all stages of a pipeline read the same batches), statistics
+    come from the last stage and are summed over the world."""
 
     is_pipeline = True
 
     def _build_engine(self, module):
-        engine = initialize_engine(module, self.cfg, self.ds)
         self.loss_fn = module.xlm_loss
-        self.languages = list(self.loss_fn.languages)
-        return engine
+        self.objectives = self.loss_fn.objectives
+        config = schedule_config(self.ds, len(self.objectives))
+        logger.info("pipeline: %d stage(s), %d objective(s) × %d accumulated batch(es) = %d micro-batches "
+                    "per update", self.ds.pipeline_stages, len(self.objectives),
+                    self.ds.gradient_accumulation_steps, config["gradient_accumulation_steps"])
+        return initialize_engine(module, self.cfg, self.ds, config=config)
 
     def _model_max_positions(self):
         return self.engine.module.xlm_max_positions
@@ -307,15 +136,11 @@ class PipelineTrainer(DeepSpeedTrainer):
         return self.engine.grid.get_data_parallel_rank()
 
     @property
-    def data_parallel_process_group(self):
-        return self.engine.grid.get_data_parallel_group()
-
-    @property
     def is_last_stage(self) -> bool:
         return self.engine.is_last_stage()
 
-    def get_model(self):
-        return self.engine.module
+    def _stats_need_reduce(self) -> bool:
+        return self.ds.world_size > 1  # they live on the last stage of each replica
 
     def begin_epoch(self, epoch):
         logger.info("begin training epoch %d", epoch)
@@ -324,110 +149,89 @@ class PipelineTrainer(DeepSpeedTrainer):
     def begin_valid_epoch(self, epoch):
         pass
 
-    def _pipe_batch(self, sample, is_dummy):
-        sub = sample.get("mlm") if sample else None
-        if not sub:
-            raise RuntimeError("pipeline training needs the mlm stream in every batch")
-        tokens = sub["net_input"]["src_tokens"]
-        langs = sub["net_input"]["src_langs"]
-        target = sub["target"]
-        if is_dummy:  # no predicted position: zero loss and zero gradient
-            target = torch.full_like(target, self.loss_fn.padding_idx)
-        return (tokens, langs, target), (target, langs)
+    # ---- micro-batches ----------------------------------------------------
+    def _micro_batch(self, index, sub, dummy):
+        """(first stage's inputs, last stage's labels) of one objective's batch."""
+        net = sub["net_input"]
+        tokens, langs, target = net["src_tokens"], net["src_langs"], sub["target"]
+        positions = net.get("positions")
+        if positions is None:
+            positions = default_positions(tokens, self.task.dictionary.pad())
+        if dummy:  # nothing predicted: zero loss, zero gradient
+            target = torch.full_like(target, self.task.dictionary.pad())
+        causal = torch.tensor([1 if net.get("causal") else 0], device=tokens.device)
+        meta = torch.tensor([index, sub["ntokens"], sub["nsentences"]], device=tokens.device)
+        return (tokens, langs, positions, causal, target), (target, langs, meta)
 
-    def _stats_log(self, n_micro, ntokens, nsentences):
-        """The xlm task's logging output for the micro-batches just run,
-        summed over this rank (zeros unless this is the last stage)."""
-        n_langs = max(len(self.languages), 1)
-        rows = self.loss_fn.stats
-        self.loss_fn.stats = []
-        total = torch.stack(rows).sum(0) if rows else torch.zeros(3 + 2 * n_langs, dtype=torch.float64)
-        last = bool(self.is_last_stage)
-        log = {
-            "loss": 0.0, "ntokens": float(ntokens) if last else 0.0,
-            "nsentences": float(nsentences) if last else 0.0,
-            "sample_size": float(n_micro) if last else 0.0,
-            "mlm_loss": float(total[0]), "mlm_n": float(total[1]),
-        }
-        # the task logs the per-token mean of each micro-batch (weight 1)
-        log["loss"] = float(self._mean_losses_sum) if last else 0.0
-        for i, lang in enumerate(self.languages):
-            log[f"mlm_{lang}_loss"] = float(total[3 + i])
-            log[f"mlm_{lang}_n"] = float(total[3 + n_langs + i])
-        return log
-
-    def _run(self, samples, train: bool):
-        batches, ntokens, nsentences = [], 0, 0
+    def _micro_batches(self, samples):
+        batches, dummies = [], []
         for sample in samples:
             sample, is_dummy = self._prepare_sample(sample)
-            batches.append(self._pipe_batch(sample, is_dummy))
-            if not is_dummy:
-                ntokens += sample["mlm"]["ntokens"]
-                nsentences += sample["mlm"]["nsentences"]
-        self.loss_fn.stats = []
+            for index, obj in enumerate(self.objectives):
+                sub = sample.get(obj.kind) if sample else None
+                if not sub:  # every batch of the xlm task holds every objective
+                    raise RuntimeError(f"pipeline training needs the {obj.kind} stream in every batch")
+                batches.append(self._micro_batch(index, sub, is_dummy))
+            dummies.append(is_dummy)
+        return batches, dummies
+
+    def _logs(self, dummies):
+        """The task's logging output per batch (zeros on other stages and
+        for dummy batches), from the criterion logs of the last stage."""
+        entries, self.loss_fn.entries = self.loss_fn.entries, []
+        empty = self.task.log_of_objectives([])
+        k = len(self.objectives)
+        logs = []
+        for i, dummy in enumerate(dummies):
+            if not self.is_last_stage or dummy:
+                logs.append({key: 0 for key in empty})
+                continue
+            log = self.task.log_of_objectives(entries[i * k:(i + 1) * k])
+            logs.append({key: log.get(key, 0) for key in empty})  # the same keys on every rank
+        return logs
+
+    def _run(self, samples, train: bool):
+        batches, dummies = self._micro_batches(samples)
+        self.loss_fn.entries = []
         if train:
             self.engine.train_batch(data_iter=iter(batches))
         else:
             self.engine.eval_batch(data_iter=iter(batches), num_micro_batches=len(batches))
-        rows = self.loss_fn.stats
-        self._mean_losses_sum = sum(float(r[0]) / max(float(r[1]), 1.0) for r in rows)
-        return self._stats_log(len(batches), ntokens, nsentences)
+        logs = self._logs(dummies)
+        sample_size = float(sum(1 for d in dummies if not d)) if self.is_last_stage else 0.0
+        return logs, sample_size
 
+    # ---- steps --------------------------------------------------------------
     @metrics.aggregate("train")
     def train_step(self, samples):
         self._set_seed()
         metrics.log_start_time("train_wall", priority=800, round=0)
-        gas = self.ds.gradient_accumulation_steps
-        if len(samples) != gas:
+        if len(samples) != self.ds.gradient_accumulation_steps:
             raise RuntimeError(
-                f"the pipeline engine runs exactly {gas} micro-batches per update, got {len(samples)} "
-                "(pass --skip-remainder-batch with gradient accumulation)"
+                f"the pipeline engine runs exactly {self.ds.gradient_accumulation_steps} batches per update, got "
+                f"{len(samples)} (pass --skip-remainder-batch with gradient accumulation)"
             )
-        log = self._run(samples, train=True)
-        grad_norm = self.engine.get_global_grad_norm()
-        sample_size = log["sample_size"]
-        return self._finish_update([log], sample_size, grad_norm)
-
-    def _finish_update(self, logging_outputs, sample_size, grad_norm):
-        # statistics live on the last stage of every replica: sum over the world
-        applied = self.engine.was_step_applied()
-        logging_output = None
-        if applied:
-            self.set_num_updates(self.get_num_updates() + 1)
-            logging_outputs, (sample_size,) = self._aggregate_logging_outputs(logging_outputs, sample_size)
-            if grad_norm is not None and not math.isfinite(float(grad_norm)):
-                raise FloatingPointError(f"gradients are Nan/Inf (norm {grad_norm})")
-            logging_output = self._reduce_and_log_stats(logging_outputs, sample_size, grad_norm)
-        metrics.log_stop_time("train_wall")
-        return logging_output
+        logs, sample_size = self._run(samples, train=True)
+        return self._finish_update(logs, sample_size, self.engine.get_global_grad_norm())
 
     @metrics.aggregate("valid")
     def valid_step(self, sample):
         with torch.no_grad():
-            log = self._run([sample], train=False)
-        logging_outputs, (sample_size,) = self._aggregate_logging_outputs([log], log["sample_size"])
-        return self._reduce_and_log_stats(logging_outputs, sample_size)
-
-    def _aggregate_logging_outputs(self, logging_outputs, *extra, group=None):
-        return super()._aggregate_logging_outputs(logging_outputs, *extra, group=None)
-
-    @property
-    def data_parallel_world_size(self) -> int:
-        return self.ds.data_parallel_size
+            logs, sample_size = self._run([sample], train=False)
+        if self._stats_need_reduce():
+            logs, (sample_size,) = self._aggregate_logging_outputs(logs, sample_size)
+        return self._reduce_and_log_stats(logs, sample_size)
 
     def _extra_client_state(self):
-        m = self.cfg.model
-        return {"pipeline_layout": layer_layout(m), "pipeline_stages": self.ds.pipeline_stages}
+        return {"pipeline_layout": self.engine.module.xlm_layout, "pipeline_stages": self.ds.pipeline_stages}
 
-    def logits(self, sample):
-        """Logits of the predicted positions of ``sample``'s mlm batch, on
-        the last stage (None elsewhere); for tests and export checks."""
+    def logits(self, sample, kind="mlm"):
+        """Logits of the predicted positions of ``sample``'s ``kind`` batch,
+        on the last stage (None elsewhere); for tests and export checks."""
         sample, _ = self._prepare_sample(sample)
-        batch = self._pipe_batch(sample, False)
-        self.loss_fn.stats = []
+        index = [o.kind for o in self.objectives].index(kind)
+        batch = self._micro_batch(index, sample[kind], False)
         _, out = self.engine.eval_batch(data_iter=iter([batch]), return_logits=True, num_micro_batches=1)
-        self.loss_fn.stats = []
+        self.loss_fn.entries = []
         out = out if self.engine.is_last_stage() else None
         return None if out is None else out.detach().float().cpu()
-
-

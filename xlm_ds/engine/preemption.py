@@ -12,20 +12,23 @@ A signal reaches the ranks at different moments; they agree at each update
 boundary (an all-reduce of the flag, MAX) so that all of them save the same
 update and leave the loop together.
 
-Wiring (two lines; see :func:`install` / :func:`patch_loop`)::
+Wiring: :func:`install` the handler in every rank before training, and
+hand the loop a :class:`PreemptionHook` (``loop.run(..., preempt=...)``),
+which it asks at every update boundary::
 
     from xlm_ds.engine import preemption
-    preemption.install()        # before training, in every rank
-    preemption.patch_loop()     # loop.validate_and_save honours the flag
+    from xlm_ds.cli import train
+    preemption.install()
+    train.main(argv, preempt=preemption.PreemptionHook())
 
-``python -m xlm_ds.engine.preemption ARGS`` is ``xlm-ds-train ARGS`` with
-both done (what ``slurm/pretrain.sh`` runs).
+``python -m xlm_ds.engine.preemption ARGS`` is ``xlm-ds-train ARGS`` wired
+so (what ``slurm/pretrain.sh`` runs). The marker is written by the save
+directory's owner (engine/checkpoint_dir.py).
 
 Exit status: 0 both when training finished and when it stopped on a signal;
 the marker file tells them apart (``slurm/pretrain.sh`` requeues the job
 when it is there).
 """
-import json
 import logging
 import os
 import signal
@@ -36,7 +39,6 @@ from typing import Iterable, Optional
 
 logger = logging.getLogger("xlm_ds.preemption")
 
-MARKER = "preempted.json"
 DEFAULT_SIGNALS = ("SIGUSR1", "SIGTERM")
 
 
@@ -129,65 +131,23 @@ def agreed() -> bool:
     return bool(t.item())
 
 
-def marker_path(save_dir: str) -> str:
-    return os.path.join(save_dir, MARKER)
+class PreemptionHook:
+    """What engine/loop.py asks at every update boundary."""
 
+    def requested(self) -> bool:
+        """Whether any rank received a signal (collective)."""
+        return agreed()
 
-def write_marker(save_dir: str, num_updates: int, epoch: int, tag: Optional[str] = None):
-    """Rank 0 writes ``SAVE_DIR/preempted.json`` (atomically)."""
-    os.makedirs(save_dir, exist_ok=True)
-    path = marker_path(save_dir)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({
-            "signal": signal_name() if _state.signum and _state.signum > 0 else "peer",
-            "num_updates": num_updates, "epoch": epoch, "checkpoint": tag,
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-            "slurm_restart_count": os.environ.get("SLURM_RESTART_COUNT", "0"),
-            "time": time.time(),
-        }, f)
-    os.replace(tmp, path)
+    def reason(self) -> str:
+        return signal_name() if _state.signum and _state.signum > 0 else "peer"
 
-
-def clear_marker(save_dir: str):
-    try:
-        os.remove(marker_path(save_dir))
-    except FileNotFoundError:
-        pass
+    def stopped(self, num_updates: int) -> None:
+        _state.stopped_at_update = num_updates
 
 
 def stopped_at_update() -> Optional[int]:
     """The update at which the loop stopped on a signal, or None."""
     return _state.stopped_at_update
-
-
-def patch_loop():
-    """Makes ``xlm_ds.engine.loop`` honour a signal at each update boundary:
-    save (no validation: the time before SIGKILL is short), write the
-    marker, and stop. Idempotent."""
-    from xlm_ds.engine import loop
-
-    if getattr(loop.validate_and_save, "_xlm_ds_preemption", False):
-        return
-    original = loop.validate_and_save
-
-    def validate_and_save(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch):
-        if agreed():
-            num_updates = trainer.get_num_updates()
-            logger.info("preemption: saving a checkpoint at update %d and stopping (%s)",
-                        num_updates, signal_name() or "peer")
-            path = loop.save_checkpoint(cfg, trainer, epoch_itr, None)
-            if loop._is_master() and not cfg.checkpoint.no_save:
-                write_marker(cfg.checkpoint.save_dir, num_updates, epoch_itr.epoch,
-                             os.path.basename(path) if path else None)
-            loop._barrier()
-            _state.stopped_at_update = num_updates
-            return [None], True
-        return original(cfg, trainer, task, epoch_itr, valid_subsets, end_of_epoch)
-
-    validate_and_save._xlm_ds_preemption = True
-    validate_and_save.__wrapped__ = original
-    loop.validate_and_save = validate_and_save
 
 
 def main(argv=None, early=None) -> int:
@@ -198,15 +158,16 @@ def main(argv=None, early=None) -> int:
     if early and _state.signum is None:
         _state.signum = early[0]
         _state.received_at = time.time()
-    patch_loop()
     from xlm_ds.cli import train
+
+    from .checkpoint_dir import CheckpointDir
 
     argv = sys.argv[1:] if argv is None else argv
     # a stale marker from an earlier run must not outlive this one
     save_dir = _save_dir(argv)
     if save_dir and os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
-        clear_marker(save_dir)
-    return train.main(argv)
+        CheckpointDir(save_dir).clear_preempted()
+    return train.main(argv, preempt=PreemptionHook())
 
 
 def _save_dir(argv) -> Optional[str]:

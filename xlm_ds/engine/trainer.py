@@ -27,202 +27,27 @@ fairseq-train's.
 """
 import logging
 import math
-import os
-import random
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-import numpy as np
 import torch
 from fairseq import utils
 from fairseq.distributed import utils as distributed_utils
-from fairseq.logging import meters, metrics
-from fairseq.optim import FairseqOptimizer
-from omegaconf import OmegaConf
+from fairseq.logging import metrics
 
-from ..reliability.fairseq_checkpoints import torch_persistent_save
 from ..reliability.nonfinite import NonFiniteCounter, limit_from_cfg
+from .deepspeed_setup import DeferredBackward, EngineLR, enable_activation_checkpointing, import_deepspeed, \
+    initialize_engine
 from .ds_config import ResolvedDSConfig
+from .trainer_state import TrainerState
 
 logger = logging.getLogger("xlm_ds.engine")
-
-CHECKPOINT_FORMAT = 1
-
-
-# --------------------------------------------------------------------------
-# deepspeed import and process group
-# --------------------------------------------------------------------------
-def import_deepspeed():
-    """``import deepspeed`` without the shared-memory comm op.
-
-    ``deepspeed.comm``'s TorchBackend JIT-compiles ``deepspeed_shm_comm``
-    (~65 s on 2 cores, then cached in TORCH_EXTENSIONS_DIR) on every first
-    ``init_distributed``, on CPU and GPU alike; the op serves only
-    ``inference_all_reduce`` (tensor-parallel inference), never training.
-    DeepSpeed decides whether to build it from ``deepspeed.ops.__compatible_ops__``,
-    a dict it probes once and caches (its own comment: "edits to it
-    persist"); marking the op incompatible there skips the build.
-    ``XLM_DS_SHM_COMM=1`` keeps DeepSpeed's behaviour.
-    """
-    import deepspeed
-    import deepspeed.ops
-
-    if os.environ.get("XLM_DS_SHM_COMM", "0") != "1":
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    return deepspeed
-
-
-def init_distributed() -> None:
-    """env:// process group (see launch_env.setup_environment): gloo on the
-    CPU accelerator, NCCL on CUDA, chosen by DeepSpeed's accelerator."""
-    deepspeed = import_deepspeed()
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        deepspeed.init_distributed(dist_init_required=False, verbose=False)
-        return
-    deepspeed.init_distributed(auto_mpi_discovery=False, verbose=False)
-
-
-# --------------------------------------------------------------------------
-# optimizer / LR
-# --------------------------------------------------------------------------
-def build_client_optimizer(cfg, params) -> torch.optim.Optimizer:
-    """The torch optimizer for ``--optimizer``: fairseq's ``adam`` (which is
-    AdamW: decoupled weight decay) becomes ``torch.optim.AdamW`` with the
-    same betas/eps/weight decay; any other fairseq optimizer is built by
-    fairseq and its underlying torch optimizer handed to DeepSpeed. Neither
-    needs a compiled op (DeepSpeed's Adam/FusedAdam/CPUAdam do)."""
-    name = cfg.optimizer._name
-    lr = float(cfg.optimization.lr[0])
-    if name == "adam":
-        betas = cfg.optimizer.adam_betas
-        betas = eval(betas) if isinstance(betas, str) else list(betas)
-        return torch.optim.AdamW(
-            params,
-            lr=lr,
-            betas=tuple(float(b) for b in betas),
-            eps=float(cfg.optimizer.adam_eps),
-            weight_decay=float(cfg.optimizer.weight_decay),
-        )
-    from fairseq import optim
-
-    return optim.build_optimizer(cfg.optimizer, list(params)).optimizer
-
-
-class _EngineLR(FairseqOptimizer):
-    """The FairseqOptimizer face fairseq's LR schedulers drive: ``set_lr``
-    writes the param groups of the optimizer DeepSpeed steps (its ZeRO/bf16
-    wrappers expose the wrapped optimizer's groups)."""
-
-    def __init__(self, cfg, engine):
-        super().__init__(cfg)
-        self._engine = engine
-
-    @property
-    def param_groups(self):
-        return self._engine.optimizer.param_groups
-
-    @property
-    def optimizer(self):
-        return self._engine.optimizer
-
-
-class _DeferredBackward:
-    """Stands in for the optimizer in ``task.train_step``: collects the
-    losses it is asked to backpropagate."""
-
-    def __init__(self):
-        self.losses: List[torch.Tensor] = []
-
-    def backward(self, loss):
-        self.losses.append(loss)
-
-    def total(self) -> Optional[torch.Tensor]:
-        if not self.losses:
-            return None
-        total = self.losses[0]
-        for loss in self.losses[1:]:
-            total = total + loss
-        return total
-
-
-# --------------------------------------------------------------------------
-# activation checkpointing (the model code stays free of deepspeed)
-# --------------------------------------------------------------------------
-def initialize_engine(module, cfg, ds):
-    """``deepspeed.initialize`` with the optimizer the config asks for: a
-    client torch optimizer, or DeepSpeed's own when the JSON has one."""
-    deepspeed = import_deepspeed()
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = None if ds.ds_optimizer else build_client_optimizer(cfg, params)
-    engine, _, _, _ = deepspeed.initialize(
-        model=module,
-        optimizer=optimizer,
-        model_parameters=params if optimizer is None else None,
-        config=ds.config,
-        dist_init_required=False,
-    )
-    return engine
-
-
-def enable_activation_checkpointing(model, ds_config: Dict[str, Any]) -> int:
-    """Recompute every transformer block in backward with DeepSpeed's
-    activation checkpointing (configured from the config's
-    ``activation_checkpointing`` section). The block's ``forward`` is
-    replaced on the instance, so parameter names do not change.
-
-    The non-reentrant variant: the reentrant one runs a separate autograd
-    pass per checkpointed segment, so with the objectives of a micro-batch
-    summed into one backward a parameter's gradient hook fires once per
-    objective and ZeRO-2 refuses it ("Gradient computed twice for this
-    partition")."""
-    import deepspeed
-
-    deepspeed.checkpointing.configure(None, deepspeed_config=ds_config)
-    layers = getattr(getattr(model, "encoder", model), "layers", None)
-    if layers is None:
-        raise ValueError("activation checkpointing: the model has no encoder.layers")
-    for layer in layers:
-        plain = layer.forward
-
-        def forward(x, key_padding_mask=None, causal=False, _plain=plain):
-            if not torch.is_grad_enabled():
-                return _plain(x, key_padding_mask=key_padding_mask, causal=causal)
-            return deepspeed.checkpointing.non_reentrant_checkpoint(
-                lambda h: _plain(h, key_padding_mask=key_padding_mask, causal=causal), x
-            )
-
-        layer.forward = forward
-    return len(layers)
-
-
-# --------------------------------------------------------------------------
-# RNG state (per rank; saved beside DeepSpeed's files)
-# --------------------------------------------------------------------------
-def rng_state() -> Dict[str, Any]:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # --------------------------------------------------------------------------
 # the trainer
 # --------------------------------------------------------------------------
-class DeepSpeedTrainer:
+class DeepSpeedTrainer(TrainerState):
     """Data-parallel (ZeRO 0-3, offload, bf16/fp16) training of a fairseq
     model; ``PipelineTrainer`` (pipeline.py) overrides the step."""
 
@@ -248,7 +73,7 @@ class DeepSpeedTrainer:
             from fairseq.optim import lr_scheduler
 
             self.lr_scheduler = lr_scheduler.build_lr_scheduler(
-                cfg.lr_scheduler, _EngineLR(cfg.optimizer, self.engine)
+                cfg.lr_scheduler, EngineLR(cfg.optimizer, self.engine)
             )
             self.lr_scheduler.step_update(0)
         metrics.log_start_time("wall", priority=790, round=0)
@@ -275,6 +100,10 @@ class DeepSpeedTrainer:
     @property
     def data_parallel_world_size(self) -> int:
         return self.ds.data_parallel_size
+
+    def _stats_need_reduce(self) -> bool:
+        """Whether the logging outputs must be summed over ranks."""
+        return self.data_parallel_world_size > 1
 
     @property
     def data_parallel_rank(self) -> int:
@@ -419,7 +248,7 @@ class DeepSpeedTrainer:
         logging_outputs, sample_size = [], 0.0
         for i, sample in enumerate(samples):
             sample, is_dummy = self._prepare_sample(sample)
-            deferred = _DeferredBackward()
+            deferred = DeferredBackward()
             self.engine.set_gradient_accumulation_boundary(i == n - 1)
             _, sample_size_i, log = self.task.train_step(
                 sample=sample,
@@ -470,7 +299,7 @@ class DeepSpeedTrainer:
         logging_output = None
         if applied:
             self.set_num_updates(self.get_num_updates() + 1)
-            if self.data_parallel_world_size > 1:
+            if self._stats_need_reduce():
                 logging_outputs, (sample_size,) = self._aggregate_logging_outputs(logging_outputs, sample_size)
             if grad_norm is not None and not math.isfinite(float(grad_norm)):
                 raise FloatingPointError(f"gradients are Nan/Inf (norm {grad_norm})")
@@ -505,7 +334,7 @@ class DeepSpeedTrainer:
                 log = {k: v * 0 for k, v in log.items()}
                 sample_size = 0
         logging_outputs = [log]
-        if self.data_parallel_world_size > 1:
+        if self._stats_need_reduce():
             logging_outputs, (sample_size,) = self._aggregate_logging_outputs(logging_outputs, sample_size)
         return self._reduce_and_log_stats(logging_outputs, sample_size)
 
@@ -537,130 +366,6 @@ class DeepSpeedTrainer:
         # unrounded, for --ds-metrics-jsonl and tests
         self.last_update = _exact_stats(logging_outputs, grad_norm)
         return logging_output
-
-    # ---- checkpoints --------------------------------------------------------
-    def client_state(self, extra_state: Dict[str, Any]) -> Dict[str, Any]:
-        """What a fairseq checkpoint holds besides weights and optimizer
-        state, under one key ("xlm_ds") of DeepSpeed's client_state."""
-        return {
-            "xlm_ds": {
-                "format": CHECKPOINT_FORMAT,
-                "pipeline": self.is_pipeline,
-                "cfg": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
-                "task_state": self.task.state_dict(),
-                "criterion_name": self.criterion.__class__.__name__,
-                "optimizer_name": type(getattr(self.engine, "basic_optimizer", self.engine.optimizer)).__name__,
-                "lr_scheduler_state": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
-                "num_updates": self.get_num_updates(),
-                "zero_stage": self.ds.zero_stage,
-                "precision": self.ds.precision,
-                "world_size": self.ds.world_size,
-                "extra_state": {
-                    **extra_state,
-                    "metrics": metrics.state_dict(),
-                    "previous_training_time": self.cumulative_training_time(),
-                },
-                **self._extra_client_state(),
-            }
-        }
-
-    def _extra_client_state(self) -> Dict[str, Any]:
-        return {}
-
-    def save_checkpoint(self, save_dir: str, tag: str, extra_state: Dict[str, Any]) -> str:
-        import torch.distributed as dist
-
-        from ..reliability import ds_checkpoints
-
-        # every rank writes its files (RNG states, DeepSpeed's shards); after
-        # a barrier rank 0 writes TAG/complete.json with their checksums and
-        # only then points ``latest`` at TAG (reliability/ds_checkpoints.py):
-        # a kill at any point leaves the previous complete tag in charge
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        os.makedirs(os.path.join(save_dir, tag), exist_ok=True)
-        torch_persistent_save(  # atomic, with its completeness marker
-            rng_state(), os.path.join(save_dir, tag, f"rng_state_{rank}.pt")
-        )
-        self.engine.save_checkpoint(
-            save_dir, tag=tag, client_state=self.client_state(extra_state), save_latest=False
-        )
-        if dist.is_initialized():
-            dist.barrier()
-        if rank == 0:
-            ds_checkpoints.write_manifest(save_dir, tag, {
-                "num_updates": self.get_num_updates(),
-                "epoch": extra_state.get("train_iterator", {}).get("epoch"),
-                "world_size": self.ds.world_size,
-                "data_parallel_size": self.ds.data_parallel_size,
-                "pipeline_stages": self.ds.pipeline_stages,
-                "zero_stage": self.ds.zero_stage,
-            })
-        if dist.is_initialized():
-            dist.barrier()
-        return os.path.join(save_dir, tag)
-
-    def load_checkpoint(self, load_dir, tag=None, reset_optimizer=False, reset_lr_scheduler=False, reset_meters=False):
-        """Returns the fairseq extra_state (train_iterator, metrics, ...) or
-        None when ``load_dir`` holds no checkpoint."""
-        import torch.distributed as dist
-
-        from ..reliability import ds_checkpoints
-
-        if tag is None:
-            tag = ds_checkpoints.find_resume_tag(load_dir)
-            if tag is None:
-                logger.info("No existing checkpoint found in %s", load_dir)
-                return None
-        # through a universal checkpoint when the ZeRO partitioning changed, or
-        # when the config asks for it ("checkpoint": {"load_universal": true})
-        if ds_checkpoints.needs_repartition(
-            os.path.join(load_dir, tag), self.ds.zero_stage, self.ds.world_size, self.ds.data_parallel_size,
-            self.ds.pipeline_stages,
-        ) or self.engine.load_universal_checkpoint():
-            load_dir = ds_checkpoints.universal_checkpoint(load_dir, tag)
-            # DeepSpeed reads this switch at load time (``checkpoint.load_universal`` in a config)
-            self.engine._config.load_universal_checkpoint = True
-        path, client = self.engine.load_checkpoint(
-            load_dir,
-            tag=tag,
-            load_optimizer_states=not reset_optimizer,
-            load_lr_scheduler_states=not reset_lr_scheduler,
-            load_module_only=reset_optimizer,
-        )
-        if path is None:
-            raise FileNotFoundError(f"{load_dir}: DeepSpeed found no checkpoint (tag {tag!r})")
-        state = (client or {}).get("xlm_ds")
-        if state is None:
-            raise ValueError(f"{path}: not written by xlm-ds-train (no xlm_ds client state)")
-        if not reset_optimizer:  # resuming this run (not initialising from another)
-            if state.get("task_state"):
-                self.task.load_state_dict(state["task_state"])  # e.g. xlm_align's key encoder and queue
-            if self.lr_scheduler is not None and not reset_lr_scheduler and state.get("lr_scheduler_state"):
-                self.lr_scheduler.load_state_dict(state["lr_scheduler_state"])
-            self.set_num_updates(int(state["num_updates"]))
-        extra_state = state.get("extra_state")
-        tag_dir = os.path.dirname(path) if os.path.isfile(path) else path
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        rng_file = os.path.join(tag_dir, f"rng_state_{rank}.pt")
-        if os.path.isfile(rng_file):
-            set_rng_state(torch.load(rng_file, weights_only=False))
-        if extra_state is not None:
-            itr_state = extra_state["train_iterator"]
-            if "previous_training_time" in extra_state:
-                self._previous_training_time = extra_state["previous_training_time"]
-                self._start_time = time.time()
-            self.lr_step(itr_state["epoch"])
-            if itr_state.get("version", 1) >= 2 and itr_state["iterations_in_epoch"] == 0:
-                reset_meters = True
-            if "metrics" in extra_state and not reset_meters:
-                metrics.load_state_dict(extra_state["metrics"])
-                for meter in metrics.get_meters("default"):
-                    if isinstance(meter, meters.TimeMeter):
-                        meter.reset()
-            logger.info(
-                "Loaded checkpoint %s (epoch %d @ %d updates)", tag_dir, itr_state["epoch"], self.get_num_updates()
-            )
-        return extra_state
 
 
 def _exact_stats(logging_outputs, grad_norm) -> Dict[str, Any]:

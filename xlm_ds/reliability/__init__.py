@@ -3,8 +3,7 @@
 * ``atomic``: checkpoint files written atomically, with a checksummed
   completeness marker, and the newest complete one found
 * ``fairseq_checkpoints``: fairseq-train's save/resume through ``atomic``
-* ``ds_checkpoints``: the same for xlm-ds-train's DeepSpeed checkpoint
-  directories, and resuming on another number of ranks
+  (xlm-ds-train's DeepSpeed save directories: ``engine/checkpoint_dir.py``)
 * ``nonfinite``: NaN/inf updates skipped and counted, stop after N in a row
 * ``prefetch``: fairseq's prefetch thread joined before interpreter exit
 * ``preflight``: start-up checks (free disk space for a checkpoint)

@@ -298,39 +298,52 @@ class XLMTask(FairseqTask):
         if weight > 0:
             log["loss"] /= weight
 
+    def log_of_objectives(self, entries):
+        """The logging output of one batch from its objectives'
+        ``(objective, predicted positions, criterion log)``."""
+        log = self._empty_log()
+        for obj, n_pred, sub_log in entries:
+            self._merge(log, sub_log, obj.weight, int(n_pred))
+        self._finish(log)
+        return log
+
+    @staticmethod
+    def objective_loss(obj, loss, n_pred):
+        """What the gradient is taken of: the objective's per-token mean,
+        weighted."""
+        return loss * (obj.weight / max(int(n_pred), 1))
+
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         model.train()
         model.set_num_updates(update_num)
-        log = self._empty_log()
         # one autocast region for every objective: autocast's cast of each
         # weight to bf16 is cached inside a region, so it happens once per
         # update instead of once per objective
         with self._autocast():
-            total = self._train_objectives(sample, model, criterion, optimizer, ignore_grad, log)
-        self._finish(log)
+            total, entries = self._train_objectives(sample, model, criterion, optimizer, ignore_grad)
         # every objective's loss is already a per-token mean: normalise by 1
-        return total, 1, log
+        return total, 1, self.log_of_objectives(entries)
 
-    def _train_objectives(self, sample, model, criterion, optimizer, ignore_grad, log):
-        total = 0.0
+    def _train_objectives(self, sample, model, criterion, optimizer, ignore_grad):
+        total, entries = 0.0, []
         for obj in self.objectives:
             sub = sample.get(obj.kind) if sample else None
             if not sub:
                 continue
             with torch.autograd.profiler.record_function(f"forward_{obj.kind}"):
                 loss, n_pred, sub_log = criterion(model, sub)
-            scaled = loss * (obj.weight / max(int(n_pred), 1))
+            scaled = self.objective_loss(obj, loss, n_pred)
             if ignore_grad:
                 scaled = scaled * 0
             with torch.autograd.profiler.record_function(f"backward_{obj.kind}"):
                 optimizer.backward(scaled)
             total += float(scaled.detach())
-            self._merge(log, sub_log, obj.weight, int(n_pred))
-        return total
+            entries.append((obj, n_pred, sub_log))
+        return total, entries
 
     def valid_step(self, sample, model, criterion):
         model.eval()
-        log = self._empty_log()
+        entries = []
         with torch.no_grad():
             for obj in self.objectives:
                 sub = sample.get(obj.kind) if sample else None
@@ -338,6 +351,6 @@ class XLMTask(FairseqTask):
                     continue
                 with self._autocast():
                     loss, n_pred, sub_log = criterion(model, sub)
-                self._merge(log, sub_log, obj.weight, int(n_pred))
-        self._finish(log)
+                entries.append((obj, n_pred, sub_log))
+        log = self.log_of_objectives(entries)
         return log["loss"], 1, log
