@@ -42,10 +42,7 @@ DATA=$1; PRETRAINED=$2; shift 2
 
 REPO=${XLM_DS_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
 [ -d "$REPO/xlm_ds" ] || REPO=$(cd "$(dirname "$0")/.." 2>/dev/null && pwd)
-cd "${SLURM_SUBMIT_DIR:-$PWD}" || exit 1
-if [ -z "${XLM_DS_PYTHON:-}" ]; then
-    if [ -x "$REPO/.venv/bin/python" ]; then XLM_DS_PYTHON=$REPO/.venv/bin/python; else XLM_DS_PYTHON=python; fi
-fi
+. "$REPO/slurm/env.sh"
 SAVE_DIR=${SAVE_DIR:-checkpoints/${SLURM_JOB_NAME:-xlm-ds-finetune-mt}}
 mkdir -p "$SAVE_DIR"
 

@@ -35,10 +35,7 @@ DATA=$1; CHECKPOINT=$2; REF=$3; shift 3
 
 REPO=${XLM_DS_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
 [ -d "$REPO/xlm_ds" ] || REPO=$(cd "$(dirname "$0")/.." 2>/dev/null && pwd)
-cd "${SLURM_SUBMIT_DIR:-$PWD}"
-if [ -z "${XLM_DS_PYTHON:-}" ]; then
-    if [ -x "$REPO/.venv/bin/python" ]; then XLM_DS_PYTHON=$REPO/.venv/bin/python; else XLM_DS_PYTHON=python; fi
-fi
+. "$REPO/slurm/env.sh"
 SUBSET=${SUBSET:-test}
 OUT_DIR=${OUT_DIR:-generate-${SLURM_JOB_ID:-local}}
 mkdir -p "$OUT_DIR"

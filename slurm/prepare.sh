@@ -46,10 +46,7 @@ CORPUS=$1; OUT=$2; shift 2
 
 REPO=${XLM_DS_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
 [ -d "$REPO/xlm_ds" ] || REPO=$(cd "$(dirname "$0")/.." 2>/dev/null && pwd)
-cd "${SLURM_SUBMIT_DIR:-$PWD}" || exit 1
-if [ -z "${XLM_DS_PYTHON:-}" ]; then
-    if [ -x "$REPO/.venv/bin/python" ]; then XLM_DS_PYTHON=$REPO/.venv/bin/python; else XLM_DS_PYTHON=python; fi
-fi
+. "$REPO/slurm/env.sh"
 
 SHARD=${SLURM_ARRAY_TASK_ID:-0}
 NUM_SHARDS=${NUM_SHARDS:-${SLURM_ARRAY_TASK_COUNT:-1}}

@@ -64,10 +64,7 @@ if [ $# -gt 0 ] && [[ $1 != -* ]]; then DS_CONFIG=$1; shift; fi
 # the repository: sbatch copies the script to a spool dir, so $0 is no guide
 REPO=${XLM_DS_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
 [ -d "$REPO/xlm_ds" ] || REPO=$(cd "$(dirname "$0")/.." 2>/dev/null && pwd)
-cd "${SLURM_SUBMIT_DIR:-$PWD}" || exit 1
-if [ -z "${XLM_DS_PYTHON:-}" ]; then
-    if [ -x "$REPO/.venv/bin/python" ]; then XLM_DS_PYTHON=$REPO/.venv/bin/python; else XLM_DS_PYTHON=python; fi
-fi
+. "$REPO/slurm/env.sh"
 [ -f "$DS_CONFIG" ] || { [ -f "$REPO/$DS_CONFIG" ] && DS_CONFIG=$REPO/$DS_CONFIG; }
 
 JOB=${SLURM_JOB_ID:-local}

@@ -127,19 +127,22 @@ def test_nan_losses_in_a_row_stop_zero2(prepared_sample, ds, tmp_path):
     assert "2 updates in a row with a non-finite loss/gradient (last: update 2" in log
 
 
-def test_xlm_align_resumes_exactly_with_its_task_state(prepared_sample, ds, tmp_path):
-    """xlm-ds-train (1 rank, ZeRO-1) of xlm_align: the key encoder and queue
-    come back from the checkpoint's client state, so updates after a SIGKILL
-    and resume equal the uninterrupted run's."""
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_xlm_align_resumes_exactly_with_its_task_state(prepared_sample, ds, tmp_path, ranks):
+    """xlm-ds-train (ZeRO-1) of xlm_align: the key encoder comes back from
+    the checkpoint's client state and every rank's own queue of negatives
+    from its per-rank state, so updates after a SIGKILL and resume equal the
+    uninterrupted run's (2 ranks: rank 1 resumed with rank 0's queue would
+    score other negatives)."""
     align = ("--task", "xlm_align", "--objectives", "tlm", "--align-queue-size", "24")
     ref = tmp_path / "ref"
-    ds.run(prepared_sample, ref, 1, "zero1.json", *align)
+    ds.run(prepared_sample, ref, ranks, "zero1.json", *align)
     kill_at = random.Random().randint(6, 8)  # after the save at 4, with a full queue
     save = tmp_path / "ckpt"
-    rc, _ = ds.run(prepared_sample, save, 1, "zero1.json", *align, faults={"FAULT_KILL_AT_UPDATE": kill_at},
+    rc, _ = ds.run(prepared_sample, save, ranks, "zero1.json", *align, faults={"FAULT_KILL_AT_UPDATE": kill_at},
                    expect_rc=None)
     assert rc != 0
-    _, log = ds.run(prepared_sample, save, 1, "zero1.json", *align)
+    _, log = ds.run(prepared_sample, save, ranks, "zero1.json", *align)
     assert f"Loaded checkpoint {save / 'checkpoint_1_4'} (epoch 1 @ 4 updates)" in log
     got, want = ds.losses(str(save) + ".jsonl"), ds.losses(str(ref) + ".jsonl")
     for u in range(5, 11):

@@ -64,7 +64,7 @@ def make_roberta(prepared_sample, tmp_path_factory):
     from fairseq.models.roberta.model import base_architecture
 
     from xlm_ds.interop.checkpoint import load_task_dictionary
-    from xlm_ds.interop.fairseq_roberta import _Task
+    from xlm_ds.interop.roberta_source import _Task
 
     def make(pre_ln=False, legacy=False, cfg_style="args", shuffled_dict=False, seed=0, activation="gelu"):
         src = tmp_path_factory.mktemp("xlmr_src")

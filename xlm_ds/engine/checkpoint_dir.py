@@ -156,9 +156,11 @@ class CheckpointDir:
             pass
 
     # ---- writing (collective: every rank calls it) ------------------------
-    def save(self, engine, tag: str, client_state: Dict[str, Any], meta: Dict[str, Any]) -> str:
-        """Every rank's files of ``tag``, then (rank 0) ``complete.json``,
-        the rename into place and ``latest``."""
+    def save(self, engine, tag: str, client_state: Dict[str, Any], meta: Dict[str, Any],
+             rank_state: Optional[Dict[str, Any]] = None) -> str:
+        """Every rank's files of ``tag`` (DeepSpeed's; ``rng_state_R.pt``:
+        RNG states and ``rank_state``), then (rank 0) ``complete.json``, the
+        rename into place and ``latest``."""
         from ..reliability.fairseq_checkpoints import torch_persistent_save
 
         partial = PARTIAL + tag
@@ -166,7 +168,8 @@ class CheckpointDir:
             shutil.rmtree(self.tag_dir(partial), ignore_errors=True)  # a crashed save's leftovers
             os.makedirs(self.tag_dir(partial))
         _barrier()
-        torch_persistent_save(rng_state(), os.path.join(self.tag_dir(partial), f"rng_state_{_rank()}.pt"))
+        torch_persistent_save({**rng_state(), "rank_state": rank_state or {}},
+                              os.path.join(self.tag_dir(partial), f"rng_state_{_rank()}.pt"))
         engine.save_checkpoint(self.path, tag=partial, client_state=client_state, save_latest=False)
         _barrier()
         if _rank() == 0:
@@ -324,7 +327,8 @@ class CheckpointDir:
         return out_root
 
     def rank_state(self, tag_dir: str) -> Optional[Dict[str, Any]]:
-        """This rank's RNG state saved with the tag (None if absent)."""
+        """This rank's RNG states (and ``rank_state``) saved with the tag
+        (None if absent)."""
         import torch
 
         path = os.path.join(tag_dir, f"rng_state_{_rank()}.pt")

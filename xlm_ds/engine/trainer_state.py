@@ -50,7 +50,9 @@ class TrainerState:
         return {}
 
     def save_checkpoint(self, save_dir: str, tag: str, extra_state: Dict[str, Any]) -> str:
-        return CheckpointDir(save_dir).save(self.engine, tag, self.client_state(extra_state), {
+        return CheckpointDir(save_dir).save(self.engine, tag, self.client_state(extra_state), rank_state={
+            "task": getattr(self.task, "rank_state_dict", dict)(),  # e.g. xlm_align's queue of this rank
+        }, meta={
             "num_updates": self.get_num_updates(),
             "epoch": extra_state.get("train_iterator", {}).get("epoch"),
             "world_size": self.ds.world_size,
@@ -93,9 +95,12 @@ class TrainerState:
                 self.lr_scheduler.load_state_dict(state["lr_scheduler_state"])
             self.set_num_updates(int(state["num_updates"]))
         extra_state = state.get("extra_state")
-        rng = ckpt.rank_state(ckpt.tag_dir(tag))
-        if rng is not None:
-            set_rng_state(rng)
+        rank = ckpt.rank_state(ckpt.tag_dir(tag))
+        if rank is not None:
+            set_rng_state(rank)
+            task_rank_state = rank.get("rank_state", {}).get("task")
+            if task_rank_state and not reset_optimizer:
+                self.task.load_rank_state_dict(task_rank_state)
         if extra_state is not None:
             itr_state = extra_state["train_iterator"]
             if "previous_training_time" in extra_state:

@@ -3,7 +3,7 @@
 * :mod:`.fairseq_roberta` — import a fairseq RoBERTa / XLM-R checkpoint (the
   layout fairseq publishes ``xlmr.base``/``xlmr.large`` in) as an xlm_ds
   ``xlm_lm`` checkpoint plus a vocabulary ``xlm-ds-prepare`` can reuse
-  (``xlm-ds-import``);
+  (``xlm-ds-import``); :mod:`.roberta_source` reads and upgrades the source;
 * :mod:`.hf_export` — export an xlm_ds checkpoint to a Hugging Face
   transformers model directory with its tokenizer (``xlm-ds-export-hf``;
   needs the ``[hf]`` extra);

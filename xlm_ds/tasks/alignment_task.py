@@ -15,8 +15,10 @@ sentence-level contrastive objective on translation pairs, MoCo style:
 The momentum encoder and the queue live in the task and are saved with it
 (``state_dict``: fairseq's ``task_state`` of every checkpoint), so a resumed
 run continues with the key encoder and negatives it had, not a fresh copy of
-the model and an empty queue. Each rank keeps its own queue but a checkpoint
-holds rank 0's: a single-process resume is exact, a data-parallel one gives
+the model and an empty queue. Each rank keeps its own queue: the task
+state holds rank 0's, and ``rank_state_dict`` each rank's, which
+xlm-ds-train saves per rank (a data-parallel resume there is exact);
+fairseq-train saves rank 0's state only, so its data-parallel resume gives
 every rank rank 0's negatives.
 """
 import logging
@@ -127,6 +129,14 @@ class AlignXLMTask(XLMTask):
         state = dict(state_dict)
         self._saved = state.pop("align", None)
         super().load_state_dict(state)
+
+    def rank_state_dict(self):
+        """This rank's own negatives (the task state holds rank 0's)."""
+        return {"align_queue": self.queue.tensor().cpu()} if self.key_encoder is not None else {}
+
+    def load_rank_state_dict(self, state):
+        if self._saved is not None and "align_queue" in state:
+            self._saved["queue"] = state["align_queue"]
 
     def stream_keys(self):
         return sorted(set(super().stream_keys()) | set(self.align_pairs))

@@ -140,6 +140,14 @@ class XLMTask(FairseqTask):
         shards.warn_missing("train", task.stream_keys())
         return task
 
+    def rank_state_dict(self):
+        """State that differs between data-parallel ranks (xlm-ds-train
+        saves it per rank); none here."""
+        return {}
+
+    def load_rank_state_dict(self, state):
+        pass
+
     def stream_keys(self) -> List[str]:
         """Every language/pair the objectives read (for the shard warnings)."""
         return sorted({key for obj in self.stream_objectives() for key in obj.keys})
