@@ -93,7 +93,7 @@ def main(argv=None):
     p.add_argument("--out", default="demo_out", help="working directory (default: demo_out)")
     p.add_argument("--arch", default="xlm_mini", help="pretraining architecture (default: xlm_mini)")
     p.add_argument("--vocab-size", type=int, default=6000)
-    p.add_argument("--pretrain-updates", type=int, default=2000)
+    p.add_argument("--pretrain-updates", type=int, default=1600)
     p.add_argument("--finetune-updates", type=int, default=400)
     p.add_argument("--lr", type=float, default=1e-3, help="pretraining peak learning rate")
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning peak learning rate")
@@ -137,7 +137,10 @@ def main(argv=None):
               # the same optimisation for pretraining and fine-tuning
               "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
               "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "200", "--clip-norm", "1.0",
-              "--validate-interval-updates", "500", "--save-interval-updates", "500",
+              # validate and save every N updates (an interrupted step resumes
+              # from there), not at every epoch's end: a fine-tuning epoch is
+              # ~55 updates, and each validation + save costs a few seconds
+              "--validate-interval", "1000", "--save-interval", "1000",
               *train_flags(precision)]
 
     print("== 2/5 pretrain: MLM on en/de/fr + TLM on de-en/en-fr", flush=True)
@@ -148,6 +151,7 @@ def main(argv=None):
         "--batch-size", str(args.batch_size), "--max-update", str(args.pretrain_updates),
         "--save-dir", pre_dir, "--tensorboard-logdir", os.path.join(out, "tb", "pretrain"),
         "--seed", str(args.seed), "--lr", str(args.lr),
+        "--validate-interval-updates", "500", "--save-interval-updates", "500",
     ] + common
     if not done(pre_dir, cmd):
         mark_done(pre_dir, cmd, run(cmd, os.path.join(out, "pretrain.log")))
@@ -201,6 +205,7 @@ def finetune(out, data, name, init, mt_arch, args, common, n_threads):
         "--max-tokens", str(args.max_tokens), "--max-update", str(args.finetune_updates),
         "--save-dir", run_dir, "--tensorboard-logdir", os.path.join(out, "tb", f"mt-{name}"),
         "--seed", str(args.finetune_seed), "--lr", str(args.finetune_lr),
+        "--validate-interval-updates", "200", "--save-interval-updates", "200",
     ] + common
     if not done(run_dir, cmd):
         mark_done(run_dir, cmd, run(cmd, os.path.join(out, f"finetune-{name}.log"), n_threads))

@@ -165,7 +165,10 @@ class CheckpointDir:
 
         partial = PARTIAL + tag
         if _rank() == 0:
-            shutil.rmtree(self.tag_dir(partial), ignore_errors=True)  # a crashed save's leftovers
+            os.makedirs(self.path, exist_ok=True)
+            for name in os.listdir(self.path):  # what crashed saves left
+                if name.startswith(PARTIAL):
+                    shutil.rmtree(self.tag_dir(name), ignore_errors=True)
             os.makedirs(self.tag_dir(partial))
         _barrier()
         torch_persistent_save({**rng_state(), "rank_state": rank_state or {}},
