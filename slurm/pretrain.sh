@@ -103,8 +103,8 @@ BOOT='import signal, sys
 early = []
 for s in (signal.SIGUSR1, signal.SIGTERM):
     signal.signal(s, lambda n, f: early.append(n))
-from xlm_ds.engine import preemption
-sys.exit(preemption.main(sys.argv[1:], early=early))'
+from xlm_ds.cli import train
+sys.exit(train.preemptible_main(sys.argv[1:], early=early))'
 
 ARGS=(
     "$DATA" --task xlm --arch "${ARCH:-xlm_small}" --criterion xlm_lm

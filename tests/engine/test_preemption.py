@@ -79,11 +79,9 @@ def test_early_signal_counts(monkeypatch):
 
     seen = {}
     monkeypatch.setattr(train, "main", lambda argv, preempt=None: seen.update(argv=argv, preempt=preempt) or 0)
-    preemption.main(["DATA", "--save-dir", "/nonexistent/x"], early=[signal.SIGUSR1])
+    assert train.preemptible_main(["DATA", "--save-dir", "/nonexistent/x"], early=[signal.SIGUSR1]) == 0
     assert preemption.requested() and seen["argv"][0] == "DATA"
     assert isinstance(seen["preempt"], preemption.PreemptionHook)
-    assert preemption._save_dir(["--save-dir=/a"]) == "/a"
-    assert preemption._save_dir([]) == "checkpoints"
 
 
 def _agree_worker(rank, port, flags, results):

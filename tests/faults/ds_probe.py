@@ -34,6 +34,7 @@ if KILL_AT:
     DeepSpeedTrainer._local_grad_norm_if_needed = _local_grad_norm_if_needed
 
 nan_injection.install()
+nan_injection.install_pipeline()
 sample_recorder.install()
 
 if __name__ == "__main__":

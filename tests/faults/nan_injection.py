@@ -23,3 +23,32 @@ def install() -> None:
         return train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad)
 
     XLMTask.train_step = nan_train_step
+
+
+def install_pipeline() -> None:
+    """The same for the pipeline trainer, whose last stage weights each
+    objective's loss with ``XLMTask.objective_loss``: the listed batches
+    (one per update without accumulation) get a NaN loss on every objective."""
+    if not NAN_AT:
+        return
+    from xlm_ds.engine.pipeline import PipelineTrainer
+
+    run = PipelineTrainer._run
+    objective_loss = XLMTask.objective_loss
+    state = {"n": 0, "poison": False}
+
+    def nan_run(self, samples, train):
+        if train:
+            state["n"] += 1
+            state["poison"] = state["n"] in NAN_AT
+        try:
+            return run(self, samples, train)
+        finally:
+            state["poison"] = False
+
+    def nan_objective_loss(obj, loss, n_pred):
+        scaled = objective_loss(obj, loss, n_pred)
+        return scaled * float("nan") if state["poison"] else scaled
+
+    PipelineTrainer._run = nan_run
+    XLMTask.objective_loss = staticmethod(nan_objective_loss)

@@ -127,6 +127,18 @@ def test_nan_losses_in_a_row_stop_zero2(prepared_sample, ds, tmp_path):
     assert "2 updates in a row with a non-finite loss/gradient (last: update 2" in log
 
 
+def test_nan_losses_skip_the_update_in_a_pipeline(prepared_sample, ds, tmp_path):
+    """2 pipeline stages (ZeRO-1): NaN losses on batches 3 and 4 are skipped
+    (no optimizer step) and counted like the other engines'; the run goes on."""
+    save = tmp_path / "ckpt"
+    _, log = ds.run(prepared_sample, save, 2, "pipeline.json", "--save-interval-updates", "0", updates=6,
+                    faults={"FAULT_NAN_AT_BATCHES": "3,4"})
+    assert "update 3 skipped: non-finite loss/gradient" in log and "2 in a row" in log, log[-3000:]
+    rows = ds.losses(str(save) + ".jsonl")
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6]
+    assert all(r["loss"] == r["loss"] for r in rows.values())
+
+
 def test_xlm_align_resumes_exactly_with_its_task_state(prepared_sample, ds, tmp_path):
     """xlm-ds-train (2 ranks, ZeRO-1) of xlm_align: the key encoder comes
     back from the checkpoint's client state and every rank's own queue of

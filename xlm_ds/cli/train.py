@@ -149,5 +149,17 @@ def main(argv: Optional[List[str]] = None, preempt=None) -> int:
     return 0
 
 
+def preemptible_main(argv: Optional[List[str]] = None, early=()) -> int:
+    """``xlm-ds-train`` that, on SIGUSR1/SIGTERM (``XLM_DS_PREEMPT_SIGNALS``),
+    saves a checkpoint at the end of the current update, writes
+    ``SAVE_DIR/preempted.json`` and exits 0 (slurm/pretrain.sh requeues the
+    job then). ``early``: signals caught before the heavy imports."""
+    from xlm_ds.engine import preemption
+
+    preemption.install()
+    preemption.received_early(early)
+    return main(argv, preempt=preemption.PreemptionHook())
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -370,6 +370,8 @@ def run(cfg, ds, metrics_jsonl: Optional[str] = None, preempt=None):
 
     check_disk_space(cfg.checkpoint.save_dir, sum(p.numel() for p in trainer.model.parameters()),
                      cfg.checkpoint.no_save)
+    if preempt is not None and rank == 0 and not cfg.checkpoint.no_save:
+        CheckpointDir(cfg.checkpoint.save_dir).clear_preempted()  # an earlier run's marker must not outlive it
     extra_state, epoch_itr = load_checkpoint(cfg, trainer)
     metrics_file = MetricsFile(metrics_jsonl)
     max_epoch = cfg.optimization.max_epoch or math.inf

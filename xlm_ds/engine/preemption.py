@@ -14,16 +14,10 @@ update and leave the loop together.
 
 Wiring: :func:`install` the handler in every rank before training, and
 hand the loop a :class:`PreemptionHook` (``loop.run(..., preempt=...)``),
-which it asks at every update boundary::
-
-    from xlm_ds.engine import preemption
-    from xlm_ds.cli import train
-    preemption.install()
-    train.main(argv, preempt=preemption.PreemptionHook())
-
-``python -m xlm_ds.engine.preemption ARGS`` is ``xlm-ds-train ARGS`` wired
-so (what ``slurm/pretrain.sh`` runs). The marker is written by the save
-directory's owner (engine/checkpoint_dir.py).
+which it asks at every update boundary; ``xlm_ds.cli.train.preemptible_main``
+does both (what ``slurm/pretrain.sh`` runs). The marker is written, and a
+stale one cleared at start, by the save directory's owner
+(engine/checkpoint_dir.py) through the loop.
 
 Exit status: 0 both when training finished and when it stopped on a signal;
 the marker file tells them apart (``slurm/pretrain.sh`` requeues the job
@@ -32,7 +26,6 @@ when it is there).
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Iterable, Optional
@@ -150,34 +143,9 @@ def stopped_at_update() -> Optional[int]:
     return _state.stopped_at_update
 
 
-def main(argv=None, early=None) -> int:
-    """``xlm-ds-train`` with the preemption handler (for SLURM jobs).
-    ``early``: signals a bootstrap handler caught before this module was
-    imported (see slurm/pretrain.sh); they count as received."""
-    install()
-    if early and _state.signum is None:
-        _state.signum = early[0]
+def received_early(signals) -> None:
+    """Signals a bootstrap handler caught before this module was imported
+    (slurm/pretrain.sh) count as received."""
+    if signals and _state.signum is None:
+        _state.signum = signals[0]
         _state.received_at = time.time()
-    from xlm_ds.cli import train
-
-    from .checkpoint_dir import CheckpointDir
-
-    argv = sys.argv[1:] if argv is None else argv
-    # a stale marker from an earlier run must not outlive this one
-    save_dir = _save_dir(argv)
-    if save_dir and os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
-        CheckpointDir(save_dir).clear_preempted()
-    return train.main(argv, preempt=PreemptionHook())
-
-
-def _save_dir(argv) -> Optional[str]:
-    for i, arg in enumerate(argv):
-        if arg in ("--save-dir", "--save_dir") and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--save-dir=") or arg.startswith("--save_dir="):
-            return arg.split("=", 1)[1]
-    return "checkpoints"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 of the previous one's output: what pipeline parallelism cuts into stages
 (engine/pipeline.py turns them into DeepSpeed layer specs). Every layer
 wraps the encoder's own submodules and runs the encoder's own code
-(``ContextEmbedding``, ``run_block``, ``HeadTransform``), so a pipeline
+(encoder_parts.py: ``ContextEmbedding``, ``run_block``, ``HeadTransform``), so a pipeline
 trains the model that ``XLMEncoder.forward`` runs, with every objective
 (MLM, TLM with its reset positions, CLM) and language-specific blocks
 (``--shared-top-layers``).
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .xlm_encoder import ContextEmbedding, HeadTransform, padding_mask_of, run_block
+from .encoder_parts import ContextEmbedding, HeadTransform, padding_mask_of, run_block
 
 
 def default_positions(tokens: torch.Tensor, padding_idx: int) -> torch.Tensor:
