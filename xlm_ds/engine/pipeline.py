@@ -123,6 +123,9 @@ class PipelineTrainer(DeepSpeedTrainer):
         self.loss_fn = module.xlm_loss
         self.objectives = self.loss_fn.objectives
         config = schedule_config(self.ds, len(self.objectives))
+        if self.ds.zero_stage == 0 and self.ds.precision == "fp32":
+            logger.warning("pipeline with ZeRO-0 in fp32: no optimizer checks the gradients before a step, so a "
+                           "non-finite update is not skipped (ZeRO-1, as ds_configs/pipeline.json, skips it)")
         logger.info("pipeline: %d stage(s), %d objective(s) × %d accumulated batch(es) = %d micro-batches "
                     "per update", self.ds.pipeline_stages, len(self.objectives),
                     self.ds.gradient_accumulation_steps, config["gradient_accumulation_steps"])
