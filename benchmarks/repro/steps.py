@@ -1,0 +1,137 @@
+"""The resumable step runner of the reproductions and its file helpers
+(seed statistics, atomic JSON); imports no torch and no matplotlib."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import subprocess
+import time
+from typing import Callable, List, Optional, Sequence, Tuple
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+USER_DIR = os.path.join(REPO, "xlm_ds")
+OUT_ROOT = os.path.join(REPO, "benchmarks", "out", "repro")
+
+
+# --------------------------------------------------------------------------
+# statistics and files
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
+    """Mean, sample standard deviation (ddof=1; 0 for one value) and count."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return float("nan"), float("nan"), 0
+    m = sum(vals) / len(vals)
+    if len(vals) == 1:
+        return m, 0.0, 1
+    var = sum((v - m) ** 2 for v in vals) / (len(vals) - 1)
+    return m, math.sqrt(var), len(vals)
+
+
+def fmt(values: Sequence[float], digits: int = 2) -> str:
+    m, s, n = mean_std(values)
+    if n == 0:
+        return "-"
+    if n == 1:  # one seed has no spread: say so rather than print ± 0
+        return f"{m:.{digits}f} (n=1)"
+    return f"{m:.{digits}f} ± {s:.{digits}f} (n={n})"
+
+
+def atomic_write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, obj) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def last_json_line(text: str) -> dict:
+    """The CLIs print their result as the last JSON line of stdout."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    raise ValueError("no JSON line in the output")
+
+
+# --------------------------------------------------------------------------
+# the resumable step runner
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def _same_command(a: List[str], b: List[str]) -> bool:
+    """Equal, allowing another path to the Python interpreter (another venv
+    or symlink running the same command)."""
+    py = lambda c: os.path.basename(c).startswith("python")  # noqa: E731
+    return a == b or (len(a) == len(b) and a[1:] == b[1:] and py(a[0]) and py(b[0]))
+
+
+class Steps:
+    """Runs commands once. ``run(result_path, cmd, parse)``: if result_path
+    exists its JSON is returned (an error if it was made by another
+    command: results of a changed configuration are never mixed); otherwise cmd runs with its output in
+    ``result_path[:-5] + '.log'``, ``parse(output_text)`` turns the output
+    into a dict, and that dict (plus the command and wall time) is written
+    atomically to result_path. A failed command raises StepFailed with the
+    end of its log and writes nothing."""
+
+    def __init__(self, verbose: bool = True, runner: Optional[Callable] = None):
+        self.verbose = verbose
+        self.runner = runner or self._subprocess
+        self.ran = 0
+        self.skipped = 0
+
+    @staticmethod
+    def _subprocess(cmd: List[str], log_path: str) -> Tuple[int, str]:
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with open(log_path, "w", encoding="utf-8") as log:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            return proc.returncode, log.read()
+
+    def run(self, result_path: str, cmd: List[str], parse: Optional[Callable[[str], dict]] = None) -> dict:
+        if os.path.exists(result_path):
+            done = read_json(result_path)
+            if not _same_command(done.get("command", cmd), cmd):
+                raise StepFailed(f"{result_path} was made by a different command (changed preset or --set?); "
+                                 f"use another --out or delete it.\n  was: {' '.join(done['command'])}\n  now: "
+                                 f"{' '.join(cmd)}")
+            self.skipped += 1
+            return done
+        os.makedirs(os.path.dirname(os.path.abspath(result_path)), exist_ok=True)
+        log_path = result_path[:-5] + ".log" if result_path.endswith(".json") else result_path + ".log"
+        if self.verbose:
+            print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+        t0 = time.time()
+        rc, text = self.runner(cmd, log_path)
+        wall = time.time() - t0
+        if rc:
+            raise StepFailed(f"exit {rc} after {wall:.0f}s; end of {log_path}:\n{text[-3000:]}")
+        result = dict(parse(text)) if parse else {}
+        result["wall_s"] = round(wall, 1)
+        result["command"] = cmd
+        write_json(result_path, result)
+        self.ran += 1
+        if self.verbose:
+            print(f"  ({wall:.0f}s)", flush=True)
+        return result
