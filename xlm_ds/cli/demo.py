@@ -93,7 +93,7 @@ def main(argv=None):
     p.add_argument("--out", default="demo_out", help="working directory (default: demo_out)")
     p.add_argument("--arch", default="xlm_mini", help="pretraining architecture (default: xlm_mini)")
     p.add_argument("--vocab-size", type=int, default=6000)
-    p.add_argument("--pretrain-updates", type=int, default=1600)
+    p.add_argument("--pretrain-updates", type=int, default=1800)
     p.add_argument("--finetune-updates", type=int, default=400)
     p.add_argument("--lr", type=float, default=1e-3, help="pretraining peak learning rate")
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning peak learning rate")

@@ -180,8 +180,18 @@ def count_corpora(datasets, cfg: PrepareConfig):
     scan_one = partial(scan, max_line_chars=cfg.max_line_chars, strict=cfg.strict_text)
     workers = min(cfg.workers, len(jobs))
     if workers > 1:
-        with worker_context().Pool(workers) as pool:
+        # closed and joined, not terminated on success (``with Pool`` does
+        # terminate(), which can kill a worker holding the task queue's lock
+        # and leave join() waiting on another for ever: seen here, 1 run in ~30)
+        pool = worker_context().Pool(workers)
+        try:
             results = pool.map(scan_one, [paths for _, _, paths in jobs], chunksize=1)
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
     else:
         results = [scan_one(paths) for _, _, paths in jobs]
     stats: Dict[tuple, List[FileStats]] = {key: [None] * len(corpora) for key, corpora in datasets.items()}
