@@ -9,8 +9,9 @@ deepspeed; model, task and data code stay DeepSpeed-free).
   ``trainer_state``: the fairseq checkpoint fields it saves and restores
 * ``pipeline``: the encoder's own layers as a PipelineModule (every objective), and its trainer
 * ``loop``: fairseq-train's loop (logging, validation, checkpoints)
-* ``checkpoint_dir``: the save directory (tags, completeness, latest, best, resume, universal
-  conversion, preemption marker): the only code that reads or writes it
+* ``checkpoint_dir``: the save directory (tags, completeness, latest, best, resume,
+  preemption marker): the only code that reads or writes it; ``repartition``: resuming it
+  on another layout of ranks (DeepSpeed's universal conversion)
 * ``preemption``: signals -> save and stop at the next update (a hook the loop asks)
 * ``export``: DeepSpeed checkpoint -> plain fairseq checkpoint
 

@@ -21,11 +21,9 @@ pipeline stages), renames the directory to ``TAG`` and only then points
 verifies is loaded, whatever ``latest`` says; newer tags that do not verify
 are named in a warning.
 
-A ZeRO 1-3 checkpoint is partitioned by data-parallel rank; DeepSpeed
-cannot load it onto another number of ranks, so that case is detected from
-``complete.json`` and the tag converted once by DeepSpeed's own
-``ds_to_universal`` into ``universal/TAG``, which DeepSpeed repartitions
-on load. Other layout changes are refused with the way out.
+Resuming on another layout of ranks (a ZeRO 1-3 checkpoint converted by
+DeepSpeed's ``ds_to_universal``, or refused with the way out) is decided
+in :mod:`.repartition` from ``complete.json``.
 
 ``python -m xlm_ds.engine.checkpoint_dir SAVE_DIR {start,resume-tag,preempted}``
 answers the SLURM script.
@@ -267,67 +265,11 @@ class CheckpointDir:
 
     def load_dir_for(self, tag: str, ds, force_universal: bool = False) -> str:
         """Where DeepSpeed loads ``tag`` from: this directory, or the tag's
-        universal conversion when the ZeRO partitioning changed."""
-        if force_universal or self._needs_repartition(tag, ds):
-            return self.universal(tag)
-        return self.path
+        universal conversion when the ZeRO partitioning changed
+        (:mod:`.repartition`)."""
+        from .repartition import load_dir_for
 
-    def _needs_repartition(self, tag: str, ds) -> bool:
-        manifest = self.manifest(tag)
-        if manifest is None:
-            return False
-        saved_dp = int(manifest.get("data_parallel_size", ds.data_parallel_size))
-        saved_stage = int(manifest.get("zero_stage", ds.zero_stage))
-        saved_pp = int(manifest.get("pipeline_stages", 1) or 1)
-        where = self.tag_dir(tag)
-        if saved_dp == ds.data_parallel_size and saved_pp == ds.pipeline_stages:
-            return False
-        if saved_pp == ds.pipeline_stages and saved_stage == 0 and ds.zero_stage == 0:
-            logger.warning(
-                "%s was written by %d data-parallel ranks, resuming on %d: weights and optimizer state are "
-                "complete (ZeRO-0 does not partition them); the data iterator restarts its position per shard",
-                where, saved_dp, ds.data_parallel_size)
-            return False
-        if saved_pp == 1 and ds.pipeline_stages == 1 and saved_stage == ds.zero_stage:
-            logger.warning(
-                "%s was written by %d data-parallel ranks (ZeRO stage %d), resuming on %d: loading it through a "
-                "DeepSpeed universal checkpoint (weights, optimizer moments, lr schedule and update count carry "
-                "over; the data order is that of the new sharding, so losses are not those of the original run)",
-                where, saved_dp, saved_stage, ds.data_parallel_size)
-            return True
-        raise ResumeError(
-            f"{where}: written by {manifest.get('world_size')} ranks ({saved_dp} data-parallel, ZeRO stage "
-            f"{saved_stage}, {saved_pp} pipeline stages), this run has {ds.world_size} ({ds.data_parallel_size} "
-            f"data-parallel, ZeRO stage {ds.zero_stage}, {ds.pipeline_stages} pipeline stages). A universal "
-            "checkpoint repartitions ZeRO state across data-parallel ranks at the same ZeRO stage without pipeline "
-            f"parallelism only. Either resume with the original layout, or consolidate and continue with fresh "
-            f"optimizer state: xlm-ds-export {self.path} --tag {tag} --out {tag}.pt, then start a new --save-dir "
-            f"with --finetune-from-model {tag}.pt"
-        )
-
-    def universal(self, tag: str) -> str:
-        """Converts ``tag`` with DeepSpeed's ``ds_to_universal`` (rank 0,
-        once; others wait) into ``universal/TAG`` (through a temporary
-        directory renamed into place) and returns ``universal``."""
-        from argparse import Namespace
-
-        out_root = os.path.join(self.path, "universal")
-        target = os.path.join(out_root, tag)
-        if _rank() == 0 and not os.path.isfile(os.path.join(target, MODEL_STATES[0])):
-            from deepspeed.checkpoint import ds_to_universal
-
-            tmp = target + ".tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(out_root, exist_ok=True)
-            ds_to_universal.main(Namespace(
-                input_folder=self.tag_dir(tag), output_folder=tmp, num_extract_workers=1,
-                num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True,
-            ))
-            os.replace(tmp, target)
-            fsync_dir(out_root)
-            logger.info("converted %s to the universal checkpoint %s", self.tag_dir(tag), target)
-        _barrier()
-        return out_root
+        return load_dir_for(self, tag, ds, force_universal)
 
     def rank_state(self, tag_dir: str) -> Optional[Dict[str, Any]]:
         """This rank's RNG states (and ``rank_state``) saved with the tag
