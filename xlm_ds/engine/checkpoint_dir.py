@@ -59,13 +59,13 @@ class CheckpointLookupError(ValueError):
     """A tag that a command names cannot be found."""
 
 
-def _rank() -> int:
+def rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def _barrier() -> None:
+def barrier() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -162,20 +162,20 @@ class CheckpointDir:
         from ..reliability.fairseq_checkpoints import torch_persistent_save
 
         partial = PARTIAL + tag
-        if _rank() == 0:
+        if rank() == 0:
             os.makedirs(self.path, exist_ok=True)
             for name in os.listdir(self.path):  # what crashed saves left
                 if name.startswith(PARTIAL):
                     shutil.rmtree(self.tag_dir(name), ignore_errors=True)
             os.makedirs(self.tag_dir(partial))
-        _barrier()
+        barrier()
         torch_persistent_save({**rng_state(), "rank_state": rank_state or {}},
-                              os.path.join(self.tag_dir(partial), f"rng_state_{_rank()}.pt"))
+                              os.path.join(self.tag_dir(partial), f"rng_state_{rank()}.pt"))
         engine.save_checkpoint(self.path, tag=partial, client_state=client_state, save_latest=False)
-        _barrier()
-        if _rank() == 0:
+        barrier()
+        if rank() == 0:
             self._seal(partial, tag, meta)
-        _barrier()
+        barrier()
         return self.tag_dir(tag)
 
     def _seal(self, partial: str, tag: str, meta: Dict[str, Any]) -> None:
@@ -263,20 +263,12 @@ class CheckpointDir:
             logger.warning("%s: checkpoints without %s (older xlm-ds); resuming %s unverified", self.path, MANIFEST, tag)
         return tag
 
-    def load_dir_for(self, tag: str, ds, force_universal: bool = False) -> str:
-        """Where DeepSpeed loads ``tag`` from: this directory, or the tag's
-        universal conversion when the ZeRO partitioning changed
-        (:mod:`.repartition`)."""
-        from .repartition import load_dir_for
-
-        return load_dir_for(self, tag, ds, force_universal)
-
     def rank_state(self, tag_dir: str) -> Optional[Dict[str, Any]]:
         """This rank's RNG states (and ``rank_state``) saved with the tag
         (None if absent)."""
         import torch
 
-        path = os.path.join(tag_dir, f"rng_state_{_rank()}.pt")
+        path = os.path.join(tag_dir, f"rng_state_{rank()}.pt")
         return torch.load(path, weights_only=False) if os.path.isfile(path) else None
 
     # ---- looking a tag up (export) -----------------------------------------

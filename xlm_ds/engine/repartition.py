@@ -10,18 +10,14 @@ once with DeepSpeed's own ``ds_to_universal`` into ``universal/TAG``
 import logging
 import os
 import shutil
-from typing import TYPE_CHECKING
 
 from ..reliability.atomic import fsync_dir
-from .checkpoint_dir import MODEL_STATES, ResumeError, _barrier, _rank
-
-if TYPE_CHECKING:
-    from .checkpoint_dir import CheckpointDir
+from .checkpoint_dir import MODEL_STATES, CheckpointDir, ResumeError, barrier, rank
 
 logger = logging.getLogger("xlm_ds.checkpoints")
 
 
-def load_dir_for(ckpt: "CheckpointDir", tag: str, ds, force_universal: bool = False) -> str:
+def load_dir_for(ckpt: CheckpointDir, tag: str, ds, force_universal: bool = False) -> str:
     """Where DeepSpeed loads ``tag`` from: ``ckpt.path``, or ``universal``
     when the tag has to be repartitioned (or the config asks for it)."""
     if force_universal or needs_repartition(ckpt, tag, ds):
@@ -29,7 +25,7 @@ def load_dir_for(ckpt: "CheckpointDir", tag: str, ds, force_universal: bool = Fa
     return ckpt.path
 
 
-def needs_repartition(ckpt: "CheckpointDir", tag: str, ds) -> bool:
+def needs_repartition(ckpt: CheckpointDir, tag: str, ds) -> bool:
     manifest = ckpt.manifest(tag)
     if manifest is None:
         return False
@@ -63,7 +59,7 @@ def needs_repartition(ckpt: "CheckpointDir", tag: str, ds) -> bool:
     )
 
 
-def universal(ckpt: "CheckpointDir", tag: str) -> str:
+def universal(ckpt: CheckpointDir, tag: str) -> str:
     """Converts ``tag`` with DeepSpeed's ``ds_to_universal`` (rank 0,
     once; others wait) into ``universal/TAG`` (through a temporary
     directory renamed into place) and returns ``universal``."""
@@ -71,7 +67,7 @@ def universal(ckpt: "CheckpointDir", tag: str) -> str:
 
     out_root = os.path.join(ckpt.path, "universal")
     target = os.path.join(out_root, tag)
-    if _rank() == 0 and not os.path.isfile(os.path.join(target, MODEL_STATES[0])):
+    if rank() == 0 and not os.path.isfile(os.path.join(target, MODEL_STATES[0])):
         from deepspeed.checkpoint import ds_to_universal
 
         tmp = target + ".tmp"
@@ -84,5 +80,5 @@ def universal(ckpt: "CheckpointDir", tag: str) -> str:
         os.replace(tmp, target)
         fsync_dir(out_root)
         logger.info("converted %s to the universal checkpoint %s", ckpt.tag_dir(tag), target)
-    _barrier()
+    barrier()
     return out_root

@@ -12,6 +12,7 @@ from fairseq.logging import meters, metrics
 from omegaconf import OmegaConf
 
 from .checkpoint_dir import CheckpointDir, set_rng_state
+from .repartition import load_dir_for
 
 logger = logging.getLogger("xlm_ds.engine")
 
@@ -72,7 +73,7 @@ class TrainerState:
                 return None
         # through a universal checkpoint when the ZeRO partitioning changed, or
         # when the config asks for it ("checkpoint": {"load_universal": true})
-        load_dir = ckpt.load_dir_for(tag, self.ds, force_universal=self.engine.load_universal_checkpoint())
+        load_dir = load_dir_for(ckpt, tag, self.ds, force_universal=self.engine.load_universal_checkpoint())
         if load_dir != ckpt.path:
             # DeepSpeed reads this switch at load time (``checkpoint.load_universal`` in a config)
             self.engine._config.load_universal_checkpoint = True
