@@ -93,10 +93,14 @@ def main(argv=None):
     p.add_argument("--out", default="demo_out", help="working directory (default: demo_out)")
     p.add_argument("--arch", default="xlm_mini", help="pretraining architecture (default: xlm_mini)")
     p.add_argument("--vocab-size", type=int, default=6000)
-    p.add_argument("--pretrain-updates", type=int, default=1800)
-    p.add_argument("--finetune-updates", type=int, default=400)
+    p.add_argument("--pretrain-updates", type=int, default=1600)
+    p.add_argument("--finetune-updates", type=int, default=300)
     p.add_argument("--lr", type=float, default=1e-3, help="pretraining peak learning rate")
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning peak learning rate")
+    p.add_argument("--warmup-updates", type=int, default=200, help="pretraining warm-up updates")
+    p.add_argument("--finetune-warmup-updates", type=int, default=100,
+                   help="fine-tuning warm-up updates (default 100: a third of the default budget; "
+                   "seed runs and the budget search behind the defaults: docs/results.md)")
     p.add_argument("--tokens-per-sample", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16, help="streams per objective per update")
     p.add_argument("--max-tokens", type=int, default=2500, help="fine-tuning tokens per batch")
@@ -136,7 +140,7 @@ def main(argv=None):
               "--log-interval", "100", "--no-epoch-checkpoints", "--cpu", "--data-buffer-size", "0",
               # the same optimisation for pretraining and fine-tuning
               "--optimizer", "adam", "--adam-betas", "(0.9,0.98)",
-              "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "200", "--clip-norm", "1.0",
+              "--lr-scheduler", "inverse_sqrt", "--clip-norm", "1.0",
               # validate and save every N updates (an interrupted step resumes
               # from there), not at every epoch's end: a fine-tuning epoch is
               # ~55 updates, and each validation + save costs a few seconds
@@ -150,7 +154,7 @@ def main(argv=None):
         "--objectives", "mlm tlm", "--tokens-per-sample", str(args.tokens_per_sample),
         "--batch-size", str(args.batch_size), "--max-update", str(args.pretrain_updates),
         "--save-dir", pre_dir, "--tensorboard-logdir", os.path.join(out, "tb", "pretrain"),
-        "--seed", str(args.seed), "--lr", str(args.lr),
+        "--seed", str(args.seed), "--lr", str(args.lr), "--warmup-updates", str(args.warmup_updates),
         "--validate-interval-updates", "500", "--save-interval-updates", "500",
     ] + common
     if not done(pre_dir, cmd):
@@ -205,6 +209,7 @@ def finetune(out, data, name, init, mt_arch, args, common, n_threads):
         "--max-tokens", str(args.max_tokens), "--max-update", str(args.finetune_updates),
         "--save-dir", run_dir, "--tensorboard-logdir", os.path.join(out, "tb", f"mt-{name}"),
         "--seed", str(args.finetune_seed), "--lr", str(args.finetune_lr),
+        "--warmup-updates", str(args.finetune_warmup_updates),
         "--validate-interval-updates", "200", "--save-interval-updates", "200",
     ] + common
     if not done(run_dir, cmd):
