@@ -5,7 +5,7 @@ export OMP_NUM_THREADS ?= 1
 export DS_ACCELERATOR ?= cpu
 # tests run in 2 worker processes (pytest-xdist), one test file per worker at
 # a time: most tests are single-threaded subprocesses, so one worker left a
-# core idle (25 min 26 s serial, 20 min 17 s with 2 workers on 2 cores,
+# core idle (25 min 26 s serial, 17 min 49 s to 20 min 17 s with 2 workers on 2 cores,
 # AMD Zen 3, 2026-12-06)
 TEST_WORKERS ?= 2
 
