@@ -2,10 +2,11 @@
 files a reproduction prepares (``Corpus``); never used by the tests."""
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import sys
-from typing import AbstractSet, Iterable, List, Optional, Sequence, Tuple
+from typing import AbstractSet, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from steps import REPO, atomic_write
 
@@ -72,6 +73,31 @@ def normalise(sentence: str) -> str:
 
 def xnli_dev(lang: str) -> str:
     return shared("xnli", f"dev-{lang}.tsv.gz")
+
+
+DOMAINS = ("caption", "news", "wiki")
+
+
+@functools.lru_cache(maxsize=None)
+def domain_items(langs: Tuple[str, ...]) -> Dict[str, Dict[str, List[str]]]:
+    """{domain: {lang: sentences}}, item i the same sentence in every
+    language of ``langs``: image captions (Multi30k test_2017_flickr), news
+    (the newstest2014 sentences whose English is in both its de-en and its
+    fr-en set) and Wikipedia-style text (FLORES devtest). None of the three
+    is pretraining data of any experiment (Multi30k train, WMT news
+    2008-2013, 2015-2019, Tatoeba)."""
+    def aligned(columns: Dict[str, List[str]]) -> Dict[str, List[str]]:
+        keep = [i for i in range(len(columns["en"])) if all(columns[l][i] for l in langs)]
+        return {l: [columns[l][i].replace("\t", " ") for i in keep] for l in langs}
+
+    news_en = read_lines(wmt("fr-en", "newstest2014", "en"))
+    by_en = {x: dict(zip(read_lines(wmt(f"{x}-en", "newstest2014", "en")), read_lines(wmt(f"{x}-en", "newstest2014", x))))
+             for x in langs if x != "en"}
+    news_en = [s for s in news_en if s and all(s in t for t in by_en.values())]
+    news = {"en": news_en, **{x: [by_en[x][s] for s in news_en] for x in by_en}}
+    return {"caption": aligned({l: read_lines(multi30k("test_2017_flickr", l)) for l in langs}),
+            "news": aligned(news),
+            "wiki": aligned({l: read_lines(flores(l)) for l in langs})}
 
 
 def para_sources(pair: str, splits: Iterable[str] = ("train",), news: Iterable[str] = WMT_4WAY) -> List[Tuple[str, str]]:
@@ -146,6 +172,19 @@ class Corpus:
             atomic_write(pa, "\n".join(r[0] for r in rows) + "\n")
             atomic_write(pb, "\n".join(r[1] for r in rows) + "\n")
         return pa, pb
+
+    def domain_tsv(self, lang: str, langs: Tuple[str, ...], start: int, stop: int) -> str:
+        """``text<TAB>domain`` rows: items [start, stop) of every domain of
+        ``domain_items(langs)`` in ``lang`` (the same items in each language)."""
+        path = self._path(f"domain.{'-'.join(langs)}.{start}-{stop}.{lang}.tsv")
+        if not os.path.exists(path):
+            items = domain_items(tuple(langs))
+            short = [d for d in DOMAINS if len(items[d][lang]) < stop]
+            if short:
+                sys.exit(f"domain classification: {', '.join(short)} has fewer than {stop} aligned items")
+            rows = [f"{items[d][lang][i]}\t{d}" for d in DOMAINS for i in range(start, stop)]
+            atomic_write(path, "\n".join(rows) + "\n")
+        return path
 
     def tsv(self, name: str, source: str, start: int, stop: int) -> str:
         """Rows [start, stop) of an XNLI tsv."""

@@ -13,7 +13,9 @@ no parallel data is used: objectives ``mlm:de,en,fr``). Separate vocabularies:
 ``python -m xlm_ds.methods.separate_vocab`` on the same prepared directory;
 top-k sharing: ``--shared-top-layers k``. XNLI: the labelled XNLI dev set,
 first ``xnli_train`` English rows (1,998: whole premise groups) to fine-tune, the remaining rows to
-evaluate in en/de/fr. Each seed repeats pretraining and fine-tuning.
+evaluate in en/de/fr. The XNLI proxy these small encoders can learn
+(``setups.eval_domain``): the same protocol on sentences labelled with their
+source (caption / news / wiki). Each seed repeats pretraining and fine-tuning.
 """
 import os
 import sys
@@ -23,12 +25,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as C  # noqa: E402
 
 # XNLI dev rows come in groups of 3 hypotheses per premise: split on a group boundary
-EVAL = dict(xnli_train=1998, xnli_eval=492, xnli_epochs=3, xnli_lr=1e-4)
+EVAL = dict(xnli_train=1998, xnli_eval=492, xnli_epochs=3, xnli_lr=1e-4,
+            # the domain proxy of XNLI (setups.eval_domain): 3 x 600 English rows to fine-tune
+            # (about XNLI's 1,998), 3 x 300 items to evaluate in en/de/fr
+            domain_train=600, domain_eval=300, domain_epochs=3)
 PRESETS = {
     "smoke": dict(arch="xlm_tiny", vocab_size=1000, mono_limit=400, para_limit=400, valid_limit=100,
                   tokens_per_sample=64, batch_size=8, pretrain_updates=30, shared_top=[1, 0],
                   retrieval_layers=[2], retrieval_max=100, seeds="1",
-                  **dict(EVAL, xnli_train=198, xnli_eval=102, xnli_epochs=1)),
+                  **dict(EVAL, xnli_train=198, xnli_eval=102, xnli_epochs=1, domain_train=40, domain_eval=20,
+                         domain_epochs=1)),
     "default": dict(arch="xlm_mini", vocab_size=8000, mono_limit=0, para_limit=0, valid_limit=1000,
                     tokens_per_sample=128, batch_size=16, pretrain_updates=600, lr=1e-3, shared_top=[2, 0],
                     retrieval_layers=[4], retrieval_max=0, seeds="1,2,3", **EVAL),
@@ -53,10 +59,11 @@ def main(argv=None):
             run = os.path.join(out, "runs", f"c{i}", f"seed{seed}")
             ckpt = C.pretrain(steps, d, run, seed, cfg["pretrain_updates"], MLM, cfg, extra=extra)
             C.eval_xnli(steps, ckpt, run, cfg, seed, rows[name], out)
+            C.eval_domain(steps, ckpt, run, cfg, seed, rows[name], out)
             C.eval_retrieval(steps, ckpt, run, cfg, rows[name], out)
     C.report("exp4_sharing", "exp4_sharing.py", args, out,
              "Sharing: XNLI accuracy (%) and FLORES / Tatoeba retrieval P@1 (%)", "accuracy / P@1 (%)",
-             {**C.XNLI_GROUP, **C.retrieval_groups(cfg)}, rows, t0=t0, steps=steps,
+             {**C.XNLI_GROUP, **C.DOMAIN_GROUP, **C.retrieval_groups(cfg)}, rows, t0=t0, steps=steps,
              extra={"run_dirs": {name: f"runs/c{i}" for i, name in enumerate(conditions)}})
     return 0
 

@@ -24,7 +24,8 @@ PRESETS = {
     "smoke": dict(arch="xlm_tiny", vocab_size=1000, mono_limit=400, para_limit=400, valid_limit=100,
                   tokens_per_sample=64, batch_size=8, pretrain_updates=40, meta_fraction=0.5,
                   retrieval_layers=[2], retrieval_max=100, seeds="1",
-                  **dict(EVAL, xnli_train=198, xnli_eval=102, xnli_epochs=1)),
+                  **dict(EVAL, xnli_train=198, xnli_eval=102, xnli_epochs=1, domain_train=40, domain_eval=20,
+                         domain_epochs=1)),
     "default": dict(arch="xlm_mini", vocab_size=8000, mono_limit=0, para_limit=0, valid_limit=1000,
                     tokens_per_sample=128, batch_size=16, pretrain_updates=1200, lr=1e-3, meta_fraction=0.5,
                     retrieval_layers=[4], retrieval_max=0, seeds="1,2,3", **EVAL),
@@ -47,10 +48,11 @@ def main(argv=None):
             run = os.path.join(out, "runs", ("multi", "meta")[i], f"seed{seed}")
             ckpt = C.pretrain(steps, data, run, seed, n, objectives, cfg, task=task)
             C.eval_xnli(steps, ckpt, run, cfg, seed, rows[name], out)
+            C.eval_domain(steps, ckpt, run, cfg, seed, rows[name], out)
             C.eval_retrieval(steps, ckpt, run, cfg, rows[name], out)
     C.report("exp5_meta_pretraining", "exp5_meta_pretraining.py", args, out,
              f"Meta-pretraining vs multilingual only, {n} updates each", "accuracy / P@1 (%)",
-             {**C.XNLI_GROUP, **C.retrieval_groups(cfg)}, rows, t0=t0, steps=steps)
+             {**C.XNLI_GROUP, **C.DOMAIN_GROUP, **C.retrieval_groups(cfg)}, rows, t0=t0, steps=steps)
     return 0
 
 

@@ -171,3 +171,47 @@ def test_train_summary_reads_both_simple_log_lines():
         "2026-12-06 07:43:08 | INFO | fairseq_cli.train | done training in 629.0 seconds",
     ])
     assert C._train_summary(log) == {"last_loss": 7.818, "last_wps": 8871.8, "last_num_updates": 2000.0}
+
+
+def test_domain_items_align_the_three_languages_and_write_labelled_rows(tmp_path, monkeypatch):
+    import gzip
+    import sys
+
+    def put(rel, lines):
+        path = tmp_path / "shared" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = "\n".join(lines) + "\n"
+        if rel.endswith(".gz"):
+            with gzip.open(path, "wt", encoding="utf-8") as f:
+                f.write(data)
+        else:
+            path.write_text(data, encoding="utf-8")
+
+    caption = {"en": ["a dog", "a cat", "a cow"], "de": ["ein Hund", "eine Katze", "eine Kuh"],
+               "fr": ["un chien", "", "une vache"]}  # the cat has no French: dropped in every language
+    for lang, lines in caption.items():
+        put(f"multi30k/test_2017_flickr.{lang}.gz", lines)
+    put("wmt_news/de-en/newstest2014.en.gz", ["Rain.", "Sun.", "Snow."])
+    put("wmt_news/de-en/newstest2014.de.gz", ["Regen.", "Sonne.", "Schnee."])
+    put("wmt_news/fr-en/newstest2014.en.gz", ["Snow.", "Wind.", "Rain."])  # Wind: no German
+    put("wmt_news/fr-en/newstest2014.fr.gz", ["Neige.", "Vent.", "Pluie."])
+    for iso, lines in (("eng", ["Paris is\tbig.", "Rome is old."]), ("deu", ["Paris ist groß.", "Rom ist alt."]),
+                       ("fra", ["Paris est grand.", "Rome est vieille."])):
+        put(f"flores200_devtest/{iso}_Latn.devtest", lines)
+    corpora = sys.modules["corpora"]
+    monkeypatch.setattr(corpora, "SHARED", str(tmp_path / "shared"))
+    corpora.domain_items.cache_clear()
+    try:
+        items = C.domain_items(("de", "en", "fr"))
+        assert items["caption"] == {"de": ["ein Hund", "eine Kuh"], "en": ["a dog", "a cow"],
+                                    "fr": ["un chien", "une vache"]}
+        assert items["news"] == {"en": ["Snow.", "Rain."], "de": ["Schnee.", "Regen."], "fr": ["Neige.", "Pluie."]}
+        assert items["wiki"]["en"] == ["Paris is big.", "Rome is old."]  # a tab inside a sentence: a space
+        corpus = C.Corpus(str(tmp_path / "text"))
+        de = corpus.domain_tsv("de", ("de", "en", "fr"), 1, 2)
+        assert open(de, encoding="utf-8").read().splitlines() == [
+            "eine Kuh\tcaption", "Regen.\tnews", "Rom ist alt.\twiki"]
+        with pytest.raises(SystemExit, match="fewer than 3 aligned items"):
+            corpus.domain_tsv("en", ("de", "en", "fr"), 0, 3)
+    finally:
+        corpora.domain_items.cache_clear()

@@ -140,6 +140,43 @@ def test_classify_cli_zero_shot_and_code_switch(pretrained_tiny, tmp_path):
     assert all(0.0 <= a <= 1.0 for a in res["accuracy"].values())
 
 
+@pytest.mark.slow
+def test_classify_single_sentences_learns(pretrained_tiny, tmp_path):
+    """``text<TAB>label`` rows: a label the encoder can read off the text
+    (question or statement) is learnt in English (zero-shot German is only
+    reported: the barely trained tiny encoder does not transfer it)."""
+    def write(lang, path, lo, hi):
+        lines = sample_lines(f"test.de-en.{lang}.gz", 500)[lo:hi]
+        questions = [x for x in lines if x.endswith("?")]
+        statements = [x for x in lines if not x.endswith("?")][: len(questions)]
+        rows = [f"{x}\tquestion" for x in questions] + [f"{x}\tstatement" for x in statements]
+        path.write_text("text\tlabel\n" + "\n".join(sorted(rows)) + "\n", encoding="utf-8")
+        return len(rows)
+
+    n_train = write("en", tmp_path / "en.train.tsv", 0, 350)
+    write("en", tmp_path / "en.test.tsv", 350, 500)
+    write("de", tmp_path / "de.test.tsv", 350, 500)
+    out = run_cli("xlm_ds.cli.classify", pretrained_tiny, "--train", f"en={tmp_path / 'en.train.tsv'}",
+                  "--eval", f"en={tmp_path / 'en.test.tsv'}", "--eval", f"de={tmp_path / 'de.test.tsv'}",
+                  "--epochs", "6", "--batch-size", "16", "--lr", "1e-3")
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["labels"] == ["question", "statement"] and n_train > 80
+    assert res["accuracy"]["en"] > 0.8 and 0.0 <= res["accuracy"]["de"] <= 1.0, res
+    assert "sentences, zero-shot" in out
+
+
+def test_classify_rejects_mixed_columns_naming_the_line(pretrained_tiny, tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("one sentence\tA\nanother\tB\na premise\ta hypothesis\tA\n", encoding="utf-8")
+    err = run_cli("xlm_ds.cli.classify", pretrained_tiny, "--train", f"en={train}", rc=2)
+    assert f"{train}:3: expected 2 tab-separated columns like the first line, got 3" in err
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("a premise\ta hypothesis\tA\n", encoding="utf-8")
+    train.write_text("one sentence\tA\nanother\tB\n", encoding="utf-8")
+    err = run_cli("xlm_ds.cli.classify", pretrained_tiny, "--train", f"en={train}", "--eval", f"de={pairs}", rc=2)
+    assert f"{pairs}: expected single sentences (text<TAB>label) like the training file {train}" in err
+
+
 def test_separate_vocabularies(prepared_sample, tmp_path):
     from fairseq.data import indexed_dataset
 

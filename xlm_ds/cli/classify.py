@@ -1,12 +1,14 @@
-"""``xlm-ds-classify``: sentence-pair classification (XNLI-style) —
-fine-tune a pretrained checkpoint on labelled pairs in one language and
-evaluate zero-shot in others. Files are tab-separated
-``premise<TAB>hypothesis<TAB>label`` (a first line whose label column is
-``label`` or ``gold_label`` is a header and skipped), raw text; the
-checkpoint's sentencepiece model is applied.
+"""``xlm-ds-classify``: sentence-pair (XNLI-style) or single-sentence
+classification — fine-tune a pretrained checkpoint on labelled rows in one
+language and evaluate zero-shot in others. Files are tab-separated, raw
+text, either ``premise<TAB>hypothesis<TAB>label`` (pairs) or
+``text<TAB>label`` (single sentences), the same column count on every line
+(a first line whose label column is ``label`` or ``gold_label`` is a header
+and skipped); the checkpoint's sentencepiece model is applied.
 
-Input to the model: ``<s> premise </s> hypothesis </s>``, each part tagged
-with its language; a linear classifier on the final ``<s>`` state.
+Input to the model: ``<s> premise </s> hypothesis </s>`` (pairs) or
+``<s> text </s>``, each part tagged with its language; a linear classifier
+on the final ``<s>`` state.
 Optional code-switching (Pan et al. 2021): ``--code-switch LANG=TSV`` holds
 the translation of every training row; each premise and each hypothesis is
 replaced by its translation with probability ``--code-switch-rate``
@@ -25,15 +27,23 @@ from ..data.text_reader import iter_batches
 
 
 def read_tsv(path):
-    rows = []
-    for _, batch in iter_batches(path, 10000):
-        for line in batch:
+    """Rows ``(premise, hypothesis, label)``; ``hypothesis`` is None in a
+    ``text<TAB>label`` file. Every line must have the first line's columns."""
+    rows, width = [], None
+    for start, batch in iter_batches(path, 10000):
+        for lineno, line in enumerate(batch, start):
             if not line:
                 continue
             parts = line.split("\t")
-            if len(parts) < 3:
-                raise ValueError(f"{path}: expected premise<TAB>hypothesis<TAB>label, got {line[:80]!r}")
-            rows.append((parts[0], parts[1], parts[2].strip()))
+            if width is None:
+                width = len(parts)
+                if width not in (2, 3):
+                    raise ValueError(f"{path}:{lineno}: expected premise<TAB>hypothesis<TAB>label or "
+                                     f"text<TAB>label, got {len(parts)} column(s): {line[:80]!r}")
+            elif len(parts) != width:
+                raise ValueError(f"{path}:{lineno}: expected {width} tab-separated columns like the first "
+                                 f"line, got {len(parts)}: {line[:80]!r}")
+            rows.append((parts[0], parts[1] if width == 3 else None, parts[-1].strip()))
     if rows and rows[0][2] in ("label", "gold_label"):
         rows = rows[1:]
     return rows
@@ -60,16 +70,23 @@ class PairClassifier(nn.Module):
 
 
 def build_batch(enc, premises, hypotheses, langs_p, langs_h):
-    """Tokens and per-token language ids of ``<s> p </s> h </s>`` (padded)."""
+    """Tokens and per-token language ids of ``<s> p </s> h </s>``, or of
+    ``<s> p </s>`` where the hypothesis is None (padded)."""
     pad = enc.dictionary.pad()
     max_len = enc.model.max_positions()
     names = {i: l for i, l in enumerate(enc.languages)}
-    a = [enc.token_ids([t], max_len // 2, names.get(int(l)))[0] for t, l in zip(premises, langs_p)]
-    b = [enc.token_ids([t], max_len // 2, names.get(int(l)))[0] for t, l in zip(hypotheses, langs_h)]
-    seqs, lang_seqs = [], []
-    for x, y, lp, lh in zip(a, b, langs_p, langs_h):
-        seqs.append(np.concatenate([x, y[1:]]))
-        lang_seqs.append(np.concatenate([np.full(len(x), lp), np.full(len(y) - 1, lh)]))
+    single = all(h is None for h in hypotheses)
+    half = max_len if single else max_len // 2
+    a = [enc.token_ids([t], half, names.get(int(l)))[0] for t, l in zip(premises, langs_p)]
+    if single:
+        seqs = a
+        lang_seqs = [np.full(len(x), lp) for x, lp in zip(a, langs_p)]
+    else:
+        b = [enc.token_ids([t], half, names.get(int(l)))[0] for t, l in zip(hypotheses, langs_h)]
+        seqs, lang_seqs = [], []
+        for x, y, lp, lh in zip(a, b, langs_p, langs_h):
+            seqs.append(np.concatenate([x, y[1:]]))
+            lang_seqs.append(np.concatenate([np.full(len(x), lp), np.full(len(y) - 1, lh)]))
     n = max(len(s) for s in seqs)
     tokens = torch.full((len(seqs), n), pad, dtype=torch.long)
     langs = torch.zeros((len(seqs), n), dtype=torch.long)
@@ -132,6 +149,14 @@ def main(argv=None):
                 raise EncodeError(f"{cs_path}: {len(cs_rows)} rows but {len(train)} training rows")
             cs_lid = enc.lang_id(cs_lang) if enc.languages else 0
         evals = [(lang, read_tsv(path)) for lang, path in args.eval]
+        single = bool(train) and train[0][1] is None
+        others = [(path, rows) for (_, path), (_, rows) in zip(args.eval, evals)]
+        if cs_rows is not None:
+            others.append((cs_path, cs_rows))
+        for path, rows in others:
+            if rows and (rows[0][1] is None) != single:
+                kind = "single sentences (text<TAB>label)" if single else "pairs (premise<TAB>hypothesis<TAB>label)"
+                raise ValueError(f"{path}: expected {kind} like the training file {train_path}")
         for lang, _ in evals:
             if enc.languages:
                 enc.lang_id(lang)
@@ -148,8 +173,10 @@ def main(argv=None):
         lh = np.full(len(train), lid)
         if cs_rows is not None and args.code_switch_rate > 0:
             prem, sw_p = code_switch(prem, [r[0] for r in cs_rows], args.code_switch_rate, rng)
-            hyp, sw_h = code_switch(hyp, [r[1] for r in cs_rows], args.code_switch_rate, rng)
-            lp[sw_p], lh[sw_h] = cs_lid, cs_lid
+            lp[sw_p] = cs_lid
+            if not single:
+                hyp, sw_h = code_switch(hyp, [r[1] for r in cs_rows], args.code_switch_rate, rng)
+                lh[sw_h] = cs_lid
         order = rng.permutation(len(train))
         clf.train()
         total, n = 0.0, 0
@@ -170,7 +197,7 @@ def main(argv=None):
     accuracy = {}
     for lang, rows in evals:
         accuracy[lang] = evaluate(clf, enc, rows, lang, label_ids, args.batch_size)
-        print(f"{lang}: accuracy {100 * accuracy[lang]:.2f} ({len(rows)} pairs{', zero-shot' if lang != train_lang else ''})")
+        print(f"{lang}: accuracy {100 * accuracy[lang]:.2f} ({len(rows)} {'sentences' if single else 'pairs'}{', zero-shot' if lang != train_lang else ''})")
     print(json.dumps({"train_lang": train_lang, "labels": labels, "updates": updates, "accuracy": accuracy}))
     return 0
 
