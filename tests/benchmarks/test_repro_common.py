@@ -138,7 +138,12 @@ def test_eval_retrieval_keeps_plain_and_centred_results_apart(tmp_path, monkeypa
                               "lang_mean_cosine": 0.9 if "--center" in cmd else 0.1})
 
     sets = {(name, lang): (f"{name}.{lang}", f"{name}.en") for name in C.RETRIEVAL_SETS for lang in ("de", "fr")}
-    monkeypatch.setattr(C, "retrieval_test_sets", lambda cfg, out: sets)
+    # eval_retrieval looks the test sets up in its own module (setups), not in
+    # common's namespace: patching only C ran the real one, which read
+    # ../shared and wrote out/text/ into the working directory
+    import sys
+
+    monkeypatch.setattr(sys.modules["setups"], "retrieval_test_sets", lambda cfg, out: sets)
     steps, cfg = C.Steps(verbose=False, runner=fake), {"retrieval_layers": [2], "retrieval_max": 0}
     plain, centred, cos = {}, {}, {}
     C.eval_retrieval(steps, "ck.pt", str(tmp_path), cfg, plain, "out")
