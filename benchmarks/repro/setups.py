@@ -158,8 +158,13 @@ def eval_xnli(steps: Steps, ckpt: str, run: str, cfg: dict, seed: int, row: Dict
     evals = [(lang, corpus.tsv(f"xnli.{lang}", xnli_dev(lang), n, m)) for lang in XL_LANGS]
     r = classify(steps, ckpt, ("en", train_set), evals, os.path.join(run, "xnli.json"), seed, cfg["xnli_epochs"],
                  cfg["xnli_lr"])
-    for col, lang in zip(XNLI_COLUMNS, ("en", "de", "fr")):
-        row.setdefault(col, []).append(100 * r["accuracy"][lang])
+    _append_accuracy(row, XNLI_COLUMNS, r)
+
+
+def _append_accuracy(row: Dict[str, list], columns: Sequence[str], result: dict) -> None:
+    """xlm-ds-classify's accuracies (%) in en, de, fr into ``columns``."""
+    for col, lang in zip(columns, ("en", "de", "fr")):
+        row.setdefault(col, []).append(100 * result["accuracy"][lang])
 
 
 DOMAIN_COLUMNS = ["domain en", "domain de (0-shot)", "domain fr (0-shot)"]
@@ -181,5 +186,4 @@ def eval_domain(steps: Steps, ckpt: str, run: str, cfg: dict, seed: int, row: Di
     evals = [(lang, corpus.domain_tsv(lang, XL_LANGS, n, m)) for lang in ("en", "de", "fr")]
     r = classify(steps, ckpt, ("en", train_set), evals, os.path.join(run, "domain.json"), seed,
                  cfg["domain_epochs"], cfg["xnli_lr"])
-    for col, lang in zip(DOMAIN_COLUMNS, ("en", "de", "fr")):
-        row.setdefault(col, []).append(100 * r["accuracy"][lang])
+    _append_accuracy(row, DOMAIN_COLUMNS, r)
