@@ -76,26 +76,38 @@ def xnli_dev(lang: str) -> str:
 
 
 DOMAINS = ("caption", "news", "wiki")
+# Multi30k test sets of image captions with en, de and fr (first: the one
+# used alone before 2026-12-06, so its items still come first)
+CAPTION_SETS = ("test_2017_flickr", "test_2016_flickr", "test_2018_flickr")
+# every item is cut to its first DOMAIN_WORDS words (items shorter in any
+# language are dropped): whole sentences let length alone tell the domains
+# apart (captions average 11 words, news and wiki 21-22) and length
+# transfers to any language without a shared representation
+DOMAIN_WORDS = 8
 
 
 @functools.lru_cache(maxsize=None)
-def domain_items(langs: Tuple[str, ...]) -> Dict[str, Dict[str, List[str]]]:
+def domain_items(langs: Tuple[str, ...], words: int = DOMAIN_WORDS) -> Dict[str, Dict[str, List[str]]]:
     """{domain: {lang: sentences}}, item i the same sentence in every
-    language of ``langs``: image captions (Multi30k test_2017_flickr), news
-    (the newstest2014 sentences whose English is in both its de-en and its
-    fr-en set) and Wikipedia-style text (FLORES devtest). None of the three
-    is pretraining data of any experiment (Multi30k train, WMT news
-    2008-2013, 2015-2019, Tatoeba)."""
+    language of ``langs``, cut to its first ``words`` words (0: whole):
+    image captions (Multi30k ``CAPTION_SETS``), news (the newstest2014
+    sentences whose English is in both its de-en and its fr-en set) and
+    Wikipedia-style text (FLORES devtest). None of them is pretraining data
+    of any experiment (Multi30k train, WMT news 2008-2013, 2015-2019,
+    Tatoeba)."""
     def aligned(columns: Dict[str, List[str]]) -> Dict[str, List[str]]:
-        keep = [i for i in range(len(columns["en"])) if all(columns[l][i] for l in langs)]
-        return {l: [columns[l][i].replace("\t", " ") for i in keep] for l in langs}
+        keep = [i for i in range(len(columns["en"]))
+                if all(len(columns[l][i].split()) >= max(words, 1) for l in langs)]
+        cut = (lambda s: " ".join(s.split()[:words])) if words else (lambda s: s.replace("\t", " "))
+        return {l: [cut(columns[l][i]) for i in keep] for l in langs}
 
+    captions = {l: [s for name in CAPTION_SETS for s in read_lines(multi30k(name, l))] for l in langs}
     news_en = read_lines(wmt("fr-en", "newstest2014", "en"))
     by_en = {x: dict(zip(read_lines(wmt(f"{x}-en", "newstest2014", "en")), read_lines(wmt(f"{x}-en", "newstest2014", x))))
              for x in langs if x != "en"}
     news_en = [s for s in news_en if s and all(s in t for t in by_en.values())]
     news = {"en": news_en, **{x: [by_en[x][s] for s in news_en] for x in by_en}}
-    return {"caption": aligned({l: read_lines(multi30k("test_2017_flickr", l)) for l in langs}),
+    return {"caption": aligned(captions),
             "news": aligned(news),
             "wiki": aligned({l: read_lines(flores(l)) for l in langs})}
 
@@ -176,9 +188,9 @@ class Corpus:
     def domain_tsv(self, lang: str, langs: Tuple[str, ...], start: int, stop: int) -> str:
         """``text<TAB>domain`` rows: items [start, stop) of every domain of
         ``domain_items(langs)`` in ``lang`` (the same items in each language)."""
-        path = self._path(f"domain.{'-'.join(langs)}.{start}-{stop}.{lang}.tsv")
+        path = self._path(f"domain{DOMAIN_WORDS}w.{'-'.join(langs)}.{start}-{stop}.{lang}.tsv")
         if not os.path.exists(path):
-            items = domain_items(tuple(langs))
+            items = domain_items(tuple(langs), DOMAIN_WORDS)
             short = [d for d in DOMAINS if len(items[d][lang]) < stop]
             if short:
                 sys.exit(f"domain classification: {', '.join(short)} has fewer than {stop} aligned items")

@@ -14,8 +14,10 @@ no parallel data is used: objectives ``mlm:de,en,fr``). Separate vocabularies:
 top-k sharing: ``--shared-top-layers k``. XNLI: the labelled XNLI dev set,
 first ``xnli_train`` English rows (1,998: whole premise groups) to fine-tune, the remaining rows to
 evaluate in en/de/fr. The XNLI proxy these small encoders can learn
-(``setups.eval_domain``): the same protocol on sentences labelled with their
-source (caption / news / wiki). Each seed repeats pretraining and fine-tuning.
+(``setups.eval_domain``): the same protocol on sentences (first 8 words)
+labelled with their source (caption / news / wiki), beside the floor a
+classifier of surface cues reaches without any encoder
+(``setups.surface_baseline``). Each seed repeats pretraining and fine-tuning.
 """
 import os
 import sys
@@ -61,6 +63,7 @@ def main(argv=None):
             C.eval_xnli(steps, ckpt, run, cfg, seed, rows[name], out)
             C.eval_domain(steps, ckpt, run, cfg, seed, rows[name], out)
             C.eval_retrieval(steps, ckpt, run, cfg, rows[name], out)
+    rows[C.SURFACE_ROW] = C.surface_baseline(steps, cfg, out)  # the domain task's no-encoder floor
     C.report("exp4_sharing", "exp4_sharing.py", args, out,
              "Sharing: XNLI accuracy (%) and FLORES / Tatoeba retrieval P@1 (%)", "accuracy / P@1 (%)",
              {**C.XNLI_GROUP, **C.DOMAIN_GROUP, **C.retrieval_groups(cfg)}, rows, t0=t0, steps=steps,

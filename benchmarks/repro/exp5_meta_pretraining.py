@@ -50,6 +50,7 @@ def main(argv=None):
             C.eval_xnli(steps, ckpt, run, cfg, seed, rows[name], out)
             C.eval_domain(steps, ckpt, run, cfg, seed, rows[name], out)
             C.eval_retrieval(steps, ckpt, run, cfg, rows[name], out)
+    rows[C.SURFACE_ROW] = C.surface_baseline(steps, cfg, out)  # the domain task's no-encoder floor
     C.report("exp5_meta_pretraining", "exp5_meta_pretraining.py", args, out,
              f"Meta-pretraining vs multilingual only, {n} updates each", "accuracy / P@1 (%)",
              {**C.XNLI_GROUP, **C.DOMAIN_GROUP, **C.retrieval_groups(cfg)}, rows, t0=t0, steps=steps)

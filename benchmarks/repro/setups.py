@@ -171,19 +171,41 @@ DOMAIN_COLUMNS = ["domain en", "domain de (0-shot)", "domain fr (0-shot)"]
 DOMAIN_GROUP = {"Domain accuracy (fine-tuned on en: caption / news / wiki)": DOMAIN_COLUMNS}
 
 
+def _domain_sets(corpus: Corpus, cfg: dict) -> Tuple[str, List[Tuple[str, str]]]:
+    n, m = cfg["domain_train"], cfg["domain_train"] + cfg["domain_eval"]
+    return (corpus.domain_tsv("en", XL_LANGS, 0, n),
+            [(lang, corpus.domain_tsv(lang, XL_LANGS, n, m)) for lang in ("en", "de", "fr")])
+
+
 def eval_domain(steps: Steps, ckpt: str, run: str, cfg: dict, seed: int, row: Dict[str, list], out: str) -> None:
     """The proxy of zero-shot XNLI that these small encoders can learn:
     xlm-ds-classify fine-tuned (as for XNLI: whole encoder + linear head, 3
-    balanced classes) on cfg['domain_train'] English sentences per domain
-    labelled with their source (caption / news / wiki, ``domain_items``),
-    accuracy (%) on the next cfg['domain_eval'] items of each domain in en,
-    de and fr (the same items translated). Same protocol and chance level
-    as XNLI, a task learnable from content words, so the English accuracy
-    is well above chance and what de/fr lose against it measures transfer."""
-    corpus = Corpus(os.path.join(out, "text"))
-    n, m = cfg["domain_train"], cfg["domain_train"] + cfg["domain_eval"]
-    train_set = corpus.domain_tsv("en", XL_LANGS, 0, n)
-    evals = [(lang, corpus.domain_tsv(lang, XL_LANGS, n, m)) for lang in ("en", "de", "fr")]
-    r = classify(steps, ckpt, ("en", train_set), evals, os.path.join(run, "domain.json"), seed,
+    balanced classes) on cfg['domain_train'] English items per domain
+    labelled with their source (caption / news / wiki, ``domain_items``:
+    the first 8 words of each sentence, so length does not give the label
+    away), accuracy (%) on the next cfg['domain_eval'] items of each domain
+    in en, de and fr (the same items translated). Same protocol and chance
+    level as XNLI, a task learnable from content words, so the English
+    accuracy is well above chance and what de/fr keep of it measures
+    transfer; ``surface_baseline`` is what needs no encoder at all."""
+    train_set, evals = _domain_sets(Corpus(os.path.join(out, "text")), cfg)
+    r = classify(steps, ckpt, ("en", train_set), evals, os.path.join(run, f"domain{DOMAIN_WORDS}w.json"), seed,
                  cfg["domain_epochs"], cfg["xnli_lr"])
     _append_accuracy(row, DOMAIN_COLUMNS, r)
+
+
+SURFACE_ROW = "surface cues only (no encoder)"
+
+
+def surface_baseline(steps: Steps, cfg: dict, out: str) -> Dict[str, list]:
+    """The domain task's row for a classifier of language-independent
+    surface cues (``surface_cues.py``: length, punctuation, digits,
+    capitals), trained on the same English items: zero-shot accuracy up to
+    this level needs no cross-lingual representation."""
+    train_set, evals = _domain_sets(Corpus(os.path.join(out, "text")), cfg)
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "surface_cues.py"),
+           "--train", train_set] + [f"{lang}={path}" for lang, path in evals]
+    row: Dict[str, list] = {}
+    _append_accuracy(row, DOMAIN_COLUMNS, steps.run(os.path.join(out, f"surface_cues{DOMAIN_WORDS}w.json"), cmd,
+                                                    parse=last_json_line))
+    return row

@@ -178,7 +178,7 @@ def test_train_summary_reads_both_simple_log_lines():
     assert C._train_summary(log) == {"last_loss": 7.818, "last_wps": 8871.8, "last_num_updates": 2000.0}
 
 
-def test_domain_items_align_the_three_languages_and_write_labelled_rows(tmp_path, monkeypatch):
+def test_domain_items_align_cut_to_the_first_words_and_write_labelled_rows(tmp_path, monkeypatch):
     import gzip
     import sys
 
@@ -192,30 +192,39 @@ def test_domain_items_align_the_three_languages_and_write_labelled_rows(tmp_path
         else:
             path.write_text(data, encoding="utf-8")
 
-    caption = {"en": ["a dog", "a cat", "a cow"], "de": ["ein Hund", "eine Katze", "eine Kuh"],
-               "fr": ["un chien", "", "une vache"]}  # the cat has no French: dropped in every language
-    for lang, lines in caption.items():
-        put(f"multi30k/test_2017_flickr.{lang}.gz", lines)
-    put("wmt_news/de-en/newstest2014.en.gz", ["Rain.", "Sun.", "Snow."])
-    put("wmt_news/de-en/newstest2014.de.gz", ["Regen.", "Sonne.", "Schnee."])
-    put("wmt_news/fr-en/newstest2014.en.gz", ["Snow.", "Wind.", "Rain."])  # Wind: no German
-    put("wmt_news/fr-en/newstest2014.fr.gz", ["Neige.", "Vent.", "Pluie."])
+    # two caption sets, read in CAPTION_SETS order; the cat has no French and
+    # the horse only one German word: both dropped in every language
+    captions = {"a": {"en": ["a dog runs", "a cat"], "de": ["ein Hund rennt", "eine Katze"], "fr": ["un chien", ""]},
+                "b": {"en": ["a cow", "a horse"], "de": ["eine Kuh", "Pferd"], "fr": ["une vache", "un cheval"]}}
+    for name, langs in captions.items():
+        for lang, lines in langs.items():
+            put(f"multi30k/{name}.{lang}.gz", lines)
+    put("wmt_news/de-en/newstest2014.en.gz", ["Rain falls.", "Sun shines.", "Snow falls."])
+    put("wmt_news/de-en/newstest2014.de.gz", ["Regen fällt.", "Sonne scheint.", "Schnee fällt."])
+    put("wmt_news/fr-en/newstest2014.en.gz", ["Snow falls.", "Wind blows.", "Rain falls."])  # Wind: no German
+    put("wmt_news/fr-en/newstest2014.fr.gz", ["La neige tombe.", "Le vent souffle.", "La pluie tombe."])
     for iso, lines in (("eng", ["Paris is\tbig.", "Rome is old."]), ("deu", ["Paris ist groß.", "Rom ist alt."]),
                        ("fra", ["Paris est grand.", "Rome est vieille."])):
         put(f"flores200_devtest/{iso}_Latn.devtest", lines)
     corpora = sys.modules["corpora"]
     monkeypatch.setattr(corpora, "SHARED", str(tmp_path / "shared"))
+    monkeypatch.setattr(corpora, "CAPTION_SETS", ("a", "b"))
+    monkeypatch.setattr(corpora, "DOMAIN_WORDS", 2)
     corpora.domain_items.cache_clear()
     try:
-        items = C.domain_items(("de", "en", "fr"))
+        items = C.domain_items(("de", "en", "fr"), 2)
         assert items["caption"] == {"de": ["ein Hund", "eine Kuh"], "en": ["a dog", "a cow"],
                                     "fr": ["un chien", "une vache"]}
-        assert items["news"] == {"en": ["Snow.", "Rain."], "de": ["Schnee.", "Regen."], "fr": ["Neige.", "Pluie."]}
-        assert items["wiki"]["en"] == ["Paris is big.", "Rome is old."]  # a tab inside a sentence: a space
+        assert items["news"] == {"en": ["Snow falls.", "Rain falls."], "de": ["Schnee fällt.", "Regen fällt."],
+                                 "fr": ["La neige", "La pluie"]}
+        assert items["wiki"]["en"] == ["Paris is", "Rome is"]
+        whole = C.domain_items(("de", "en", "fr"), 0)
+        assert whole["wiki"]["en"] == ["Paris is big.", "Rome is old."]  # a tab inside a sentence: a space
+        assert whole["caption"]["en"] == ["a dog runs", "a cow", "a horse"]
         corpus = C.Corpus(str(tmp_path / "text"))
         de = corpus.domain_tsv("de", ("de", "en", "fr"), 1, 2)
         assert open(de, encoding="utf-8").read().splitlines() == [
-            "eine Kuh\tcaption", "Regen.\tnews", "Rom ist alt.\twiki"]
+            "eine Kuh\tcaption", "Regen fällt.\tnews", "Rom ist\twiki"]
         with pytest.raises(SystemExit, match="fewer than 3 aligned items"):
             corpus.domain_tsv("en", ("de", "en", "fr"), 0, 3)
     finally:
