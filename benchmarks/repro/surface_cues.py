@@ -31,19 +31,19 @@ def features(text: str) -> List[float]:
 
 
 def read_rows(path: str) -> List[Tuple[str, str]]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2 or not parts[1]:
-                sys.exit(f"{path}:{no}: expected text<TAB>label, got {len(parts)} column(s)")
-            rows.append((parts[0], parts[1]))
+    """``(text, label)`` rows, read by xlm-ds-classify's own reader (same
+    format, header and errors naming file and line)."""
+    from xlm_ds.cli.classify import read_tsv
+
+    try:
+        rows = read_tsv(path)
+    except ValueError as e:
+        sys.exit(str(e))
     if not rows:
         sys.exit(f"{path}: no rows")
-    return rows
+    if rows[0][1] is not None:
+        sys.exit(f"{path}: expected single sentences (text<TAB>label), got premise<TAB>hypothesis<TAB>label")
+    return [(text, label) for text, _, label in rows]
 
 
 def main(argv=None) -> int:

@@ -39,4 +39,4 @@ def test_a_row_without_a_label_is_an_error_naming_file_and_line(tmp_path):
     bad.write_text("a b\tlong\nno label here\n", encoding="utf-8")
     r = _run("--train", str(bad), f"en={bad}")
     assert r.returncode != 0
-    assert f"{bad}:2: expected text<TAB>label" in r.stderr
+    assert f"{bad}:2: expected 2 tab-separated columns like the first line, got 1" in r.stderr
