@@ -73,3 +73,15 @@ def pretrained_tiny(prepared_sample, tmp_path_factory):
         "--disable-validation", "--seed", "3",
     )
     return str(save / "checkpoint_last.pt")
+
+
+@pytest.fixture(autouse=True)
+def _no_files_left_in_the_checkout(request):
+    """fairseq-train creates ``--save-dir`` (default ``checkpoints``, relative
+    to the working directory) even with ``--no-save``: a test that forgets
+    ``--save-dir`` litters the checkout a user runs the tests from."""
+    stray = os.path.join(REPO, "checkpoints")
+    before = os.path.exists(stray)
+    yield
+    if not before and os.path.exists(stray):
+        pytest.fail(f"{request.node.nodeid} left {stray} behind (pass --save-dir under tmp_path)")

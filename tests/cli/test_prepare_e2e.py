@@ -164,12 +164,13 @@ TINY_TRAIN = ["--max-update", "2", "--max-tokens", "500", "--cpu", "--no-save", 
 
 
 @pytest.mark.slow
-def test_fairseq_train_translation(prepared):
+def test_fairseq_train_translation(prepared, tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "fairseq_cli.train", str(prepared), "--task", "translation", "-s", "de", "-t", "en",
          "--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "32",
          "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
-         "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", *TINY_TRAIN],
+         "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", *TINY_TRAIN,
+         "--save-dir", str(tmp_path)],
         capture_output=True, text=True, env=_env(), timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -177,12 +178,12 @@ def test_fairseq_train_translation(prepared):
 
 
 @pytest.mark.slow
-def test_fairseq_train_language_model(prepared):
+def test_fairseq_train_language_model(prepared, tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "fairseq_cli.train", str(prepared), "--task", "language_modeling",
          "--train-subset", "train.fr", "--valid-subset", "valid.fr", "--arch", "transformer_lm",
          "--decoder-layers", "1", "--decoder-embed-dim", "32", "--decoder-ffn-embed-dim", "64",
-         "--decoder-attention-heads", "2", "--tokens-per-sample", "64", *TINY_TRAIN],
+         "--decoder-attention-heads", "2", "--tokens-per-sample", "64", *TINY_TRAIN, "--save-dir", str(tmp_path)],
         capture_output=True, text=True, env=_env(), timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]

@@ -42,7 +42,8 @@ def test_short_training_run_with_prefetch_exits_cleanly(prepared_sample, tmp_pat
         [sys.executable, "-m", "fairseq_cli.train", prepared_sample, "--user-dir", os.path.join(probe.repo, "xlm_ds"),
          "--task", "xlm", "--arch", "xlm_tiny", "--criterion", "xlm_lm", "--objectives", "mlm",
          "--tokens-per-sample", "32", "--batch-size", "8", "--optimizer", "adam", "--lr", "1e-3",
-         "--max-update", "3", "--cpu", "--no-save", "--disable-validation", "--data-buffer-size", "10"],
+         "--max-update", "3", "--cpu", "--no-save", "--save-dir", str(tmp_path), "--disable-validation",
+         "--data-buffer-size", "10"],
         env=probe.env(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
