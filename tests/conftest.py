@@ -76,7 +76,7 @@ def pretrained_tiny(prepared_sample, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _no_files_left_in_the_checkout(request):
+def _no_checkpoints_dir_left_in_the_checkout(request):
     """fairseq-train creates ``--save-dir`` (default ``checkpoints``, relative
     to the working directory) even with ``--no-save``: a test that forgets
     ``--save-dir`` litters the checkout a user runs the tests from."""
