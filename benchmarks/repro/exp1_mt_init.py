@@ -20,6 +20,12 @@ systems trained to convergence, and adds the peer a user would train
 instead: fairseq's own ``--task translation --arch transformer`` of the
 same sizes from scratch on the same data, same batch, learning rate and
 stopping rule. Each row also reports its fine-tuning wall time and updates.
+
+``--set only=CLM,random`` runs only those rows (and only the pretraining
+they need): several such processes on the same ``--out`` share a machine's
+cores (one thread each; a step two of them need, such as the data
+preparation, runs once while the other waits); a last run without
+``only`` finds every step done and writes the whole table.
 """
 import os
 import sys
@@ -36,6 +42,7 @@ PRESETS = {
                     batch_size=16, max_tokens=2500, pretrain_updates=1000, finetune_updates=300, seeds="1,2,3",
                     pretrain_per_seed=0, beam=4, lr=1e-3),
 }
+PRESETS["smoke"]["only"] = PRESETS["default"]["only"] = ""
 # XLM Table 3's comparison: every system fine-tuned until it stops improving
 PRESETS["converged"] = dict(PRESETS["default"], pretrain_updates=3000, finetune_updates=30000, patience=5,
                             seeds="1", peer=1)
@@ -59,20 +66,27 @@ def build_data(steps, out, cfg):
 def main(argv=None):
     args = C.parse_args(__doc__, PRESETS, argv)
     cfg, out, t0 = args.cfg, C.out_dir(args, "exp1_mt_init"), time.time()
+    systems = ["random", *PRETRAIN] + (["stock fairseq transformer"] if cfg["peer"] else [])
+    only = [s.strip() for s in cfg["only"].split(",") if s.strip()]
+    unknown = sorted(set(only) - set(systems))
+    if unknown:
+        raise SystemExit(f"--set only: unknown row(s) {', '.join(unknown)}; rows: {', '.join(systems)}")
+    systems = [s for s in systems if not only or s in only]
     steps = C.Steps()
     data, test = build_data(steps, out, cfg)
     ref = test[1]
-    systems = ["random", *PRETRAIN] + (["stock fairseq transformer"] if cfg["peer"] else [])
     rows = {name: {"BLEU": [], "chrF": [], "fine-tuning min": [], "updates": []} for name in systems}
     for seed in args.seed_list:
         pseed = seed if cfg["pretrain_per_seed"] else 1
         inits = {"random": None}
         for name, objectives in PRETRAIN.items():
+            if name not in systems:
+                continue
             inits[name] = C.pretrain(steps, data, os.path.join(out, "pretrain", name, f"seed{pseed}"), pseed,
                                      cfg["pretrain_updates"], objectives, cfg)
         for name in systems:
             run = os.path.join(out, "mt", name.split()[0] if name not in inits else name, f"seed{seed}")
-            if name in inits:
+            if name != "stock fairseq transformer":
                 ckpt = C.finetune_mt(steps, data, run, seed, SRC, TGT, inits[name], cfg)
                 score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"])
             else:

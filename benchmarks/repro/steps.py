@@ -2,6 +2,8 @@
 (seed statistics, atomic JSON); imports no torch and no matplotlib."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -84,6 +86,21 @@ def _same_command(a: List[str], b: List[str]) -> bool:
     return a == b or (len(a) == len(b) and a[1:] == b[1:] and py(a[0]) and py(b[0]))
 
 
+@contextlib.contextmanager
+def _directory_lock(directory: str):
+    """Held while a step in ``directory`` is checked and run: a second
+    process on the same ``--out`` (experiment 1's ``--set only=`` rows in
+    parallel) waits for a step the first is running, then finds its JSON,
+    instead of running it again into the same files. No lock file is left;
+    closing the descriptor releases the lock, also when the process dies."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class Steps:
     """Runs commands once. ``run(result_path, cmd, parse)``: if result_path
     exists its JSON is returned (an error if it was made by another
@@ -110,6 +127,11 @@ class Steps:
             return proc.returncode, log.read()
 
     def run(self, result_path: str, cmd: List[str], parse: Optional[Callable[[str], dict]] = None) -> dict:
+        os.makedirs(os.path.dirname(os.path.abspath(result_path)), exist_ok=True)
+        with _directory_lock(os.path.dirname(os.path.abspath(result_path))):
+            return self._run(result_path, cmd, parse)
+
+    def _run(self, result_path: str, cmd: List[str], parse: Optional[Callable[[str], dict]]) -> dict:
         if os.path.exists(result_path):
             done = read_json(result_path)
             if not _same_command(done.get("command", cmd), cmd):
@@ -118,7 +140,6 @@ class Steps:
                                  f"{' '.join(cmd)}")
             self.skipped += 1
             return done
-        os.makedirs(os.path.dirname(os.path.abspath(result_path)), exist_ok=True)
         log_path = result_path[:-5] + ".log" if result_path.endswith(".json") else result_path + ".log"
         if self.verbose:
             print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)

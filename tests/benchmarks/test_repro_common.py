@@ -55,6 +55,30 @@ def test_step_runs_once_and_is_skipped_when_complete(tmp_path):
         steps.run(result, ["x", "2"])
 
 
+def test_a_step_another_process_is_running_is_waited_for_not_run_twice(tmp_path):
+    """Two runners (threads here; flock locks separate opens as it locks
+    separate processes) ask for the same step at once: it runs once."""
+    import threading
+    import time
+
+    calls = []
+
+    def slow(cmd, log_path):
+        calls.append(cmd)
+        time.sleep(0.5)
+        return 0, '{"score": 1}\n'
+
+    result = str(tmp_path / "data" / "step.json")
+    runners = [C.Steps(verbose=False, runner=slow) for _ in range(2)]
+    threads = [threading.Thread(target=s.run, args=(result, ["x"], C.last_json_line)) for s in runners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted((s.ran, s.skipped) for s in runners) == [(0, 1), (1, 0)]
+
+
 def test_failed_step_writes_nothing(tmp_path):
     steps = C.Steps(verbose=False, runner=lambda cmd, log: (3, "boom"))
     with pytest.raises(C.StepFailed, match="exit 3"):
