@@ -153,6 +153,8 @@ def finetune_mt(steps: Steps, data: str, save_dir: str, seed: int, src: str, tgt
             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
             "--max-tokens", str(preset["max_tokens"]), "--skip-invalid-size-inputs-valid-test",
             *precision_flags(preset), *early_stopping(preset)]
+    if preset.get("output_layer"):
+        args += ["--output-layer", preset["output_layer"]]
     if init:
         args += ["--init-encoder", init, "--init-decoder", init]
     train(steps, data, save_dir, seed, preset["finetune_updates"], args, lr=preset.get("lr", 5e-4), validate=True)

@@ -21,6 +21,10 @@ instead: fairseq's own ``--task translation --arch transformer`` of the
 same sizes from scratch on the same data, same batch, learning rate and
 stopping rule. Each row also reports its fine-tuning wall time and updates.
 
+``--set output_layer=tied-linear`` fine-tunes with fairseq's bare tied
+projection as the decoder's output layer instead of the pretrained LM head
+(runs in ``mt/ROW-tied-linear``, beside the default's, same pretraining).
+
 ``--set only=CLM,random`` runs only those rows (and only the pretraining
 they need): several such processes on the same ``--out`` share a machine's
 cores (one thread each; a step two of them need, such as the data
@@ -42,7 +46,10 @@ PRESETS = {
                     batch_size=16, max_tokens=2500, pretrain_updates=1000, finetune_updates=300, seeds="1,2,3",
                     pretrain_per_seed=0, beam=4, lr=1e-3),
 }
-PRESETS["smoke"]["only"] = PRESETS["default"]["only"] = ""
+for _p in ("smoke", "default"):
+    # only: rows to run (see above); output_layer: xlm_transformer's --output-layer
+    # ('' = its default, the LM head; 'tied-linear' = fairseq's bare projection)
+    PRESETS[_p].update(only="", output_layer="")
 # XLM Table 3's comparison: every system fine-tuned until it stops improving
 PRESETS["converged"] = dict(PRESETS["default"], pretrain_updates=3000, finetune_updates=30000, patience=5,
                             seeds="1", peer=1)
@@ -85,7 +92,8 @@ def main(argv=None):
             inits[name] = C.pretrain(steps, data, os.path.join(out, "pretrain", name, f"seed{pseed}"), pseed,
                                      cfg["pretrain_updates"], objectives, cfg)
         for name in systems:
-            run = os.path.join(out, "mt", name.split()[0] if name not in inits else name, f"seed{seed}")
+            variant = f"-{cfg['output_layer']}" if cfg["output_layer"] and name in inits else ""
+            run = os.path.join(out, "mt", (name.split()[0] if name not in inits else name) + variant, f"seed{seed}")
             if name != "stock fairseq transformer":
                 ckpt = C.finetune_mt(steps, data, run, seed, SRC, TGT, inits[name], cfg)
                 score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"])
