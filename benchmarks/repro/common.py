@@ -3,8 +3,8 @@
 Every experiment is a list of *steps*; each step is one subprocess running a
 project CLI or fairseq (xlm-ds-prepare, fairseq-train/-generate/-validate,
 xlm-ds-score/-retrieval/-classify) and leaves a small result JSON. A step
-whose result JSON exists is skipped (one another process on the same
-output directory is running is waited for), so an interrupted script resumes where
+whose result JSON exists is skipped, and one that another process on the
+same output directory is running is waited for, so an interrupted script resumes where
 it stopped (fairseq-train itself resumes from ``checkpoint_last.pt``). Every
 file is written to a temporary name and renamed, so a step is either
 complete or absent.
