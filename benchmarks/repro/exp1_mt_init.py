@@ -92,9 +92,9 @@ def main(argv=None):
             inits[name] = C.pretrain(steps, data, os.path.join(out, "pretrain", name, f"seed{pseed}"), pseed,
                                      cfg["pretrain_updates"], objectives, cfg)
         for name in systems:
-            variant = f"-{cfg['output_layer']}" if cfg["output_layer"] and name in inits else ""
-            run = os.path.join(out, "mt", (name.split()[0] if name not in inits else name) + variant, f"seed{seed}")
-            if name != "stock fairseq transformer":
+            variant = f"-{cfg['output_layer']}" if cfg["output_layer"] else ""
+            run = os.path.join(out, "mt", name + variant if name in inits else name.split()[0], f"seed{seed}")
+            if name in inits:
                 ckpt = C.finetune_mt(steps, data, run, seed, SRC, TGT, inits[name], cfg)
                 score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"])
             else:

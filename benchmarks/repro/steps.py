@@ -127,8 +127,9 @@ class Steps:
             return proc.returncode, log.read()
 
     def run(self, result_path: str, cmd: List[str], parse: Optional[Callable[[str], dict]] = None) -> dict:
-        os.makedirs(os.path.dirname(os.path.abspath(result_path)), exist_ok=True)
-        with _directory_lock(os.path.dirname(os.path.abspath(result_path))):
+        directory = os.path.dirname(os.path.abspath(result_path))
+        os.makedirs(directory, exist_ok=True)
+        with _directory_lock(directory):
             return self._run(result_path, cmd, parse)
 
     def _run(self, result_path: str, cmd: List[str], parse: Optional[Callable[[str], dict]]) -> dict:
