@@ -7,6 +7,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -101,11 +102,49 @@ def _directory_lock(directory: str):
         os.close(fd)
 
 
+_ATTEMPT = re.compile(r"^=== step attempt (\d+) started at (\d+(?:\.\d+)?) \(.*\); earlier attempts "
+                      r"(\d+(?:\.\d+)?|unknown) s ===$", re.M)
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", re.M)  # fairseq's log lines
+
+
+def _start_attempt(log_path: str, now: float) -> Tuple[int, Optional[float]]:
+    """Appends an attempt header to a step's log and returns (attempt
+    number, seconds the earlier attempts ran; None if unknown).
+
+    A step killed mid-run (a preempted or stopped long fine-tuning) is run
+    again and resumes from its checkpoint: its log keeps every attempt's
+    output, and its wall time counts every attempt, not only the last one,
+    so a resumed run's reported time is its whole cost. An attempt ends at
+    the log's last write (its modification time); a log written before these
+    headers existed starts at its first fairseq timestamp."""
+    attempt, earlier = 1, 0.0
+    if os.path.exists(log_path) and os.path.getsize(log_path):
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        ended = os.path.getmtime(log_path)
+        headers = list(_ATTEMPT.finditer(text))
+        if headers:
+            last = headers[-1]
+            attempt = int(last.group(1)) + 1
+            before = None if last.group(3) == "unknown" else float(last.group(3))
+            earlier = None if before is None else before + max(0.0, ended - float(last.group(2)))
+        else:
+            attempt = 2
+            first = _LOG_TIME.search(text)
+            earlier = (max(0.0, ended - time.mktime(time.strptime(first.group(1), "%Y-%m-%d %H:%M:%S")))
+                       if first else None)
+    with open(log_path, "a", encoding="utf-8") as f:
+        f.write(f"=== step attempt {attempt} started at {now:.1f} ({time.strftime('%Y-%m-%d %H:%M:%S')}); "
+                f"earlier attempts {'unknown' if earlier is None else f'{earlier:.1f}'} s ===\n")
+    return attempt, earlier
+
+
 class Steps:
     """Runs commands once. ``run(result_path, cmd, parse)``: if result_path
     exists its JSON is returned (an error if it was made by another
-    command: results of a changed configuration are never mixed); otherwise cmd runs with its output in
-    ``result_path[:-5] + '.log'``, ``parse(output_text)`` turns the output
+    command: results of a changed configuration are never mixed); otherwise cmd runs with its output
+    appended to ``result_path[:-5] + '.log'`` (an interrupted attempt's output stays there, and
+    its time counts in wall_s), ``parse(output_text)`` turns this attempt's output
     into a dict, and that dict (plus the command and wall time) is written
     atomically to result_path. A failed command raises StepFailed with the
     end of its log and writes nothing."""
@@ -121,10 +160,12 @@ class Steps:
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
         env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        with open(log_path, "w", encoding="utf-8") as log:
+        with open(log_path, "a", encoding="utf-8") as log:
+            start = log.tell()
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         with open(log_path, encoding="utf-8", errors="replace") as log:
-            return proc.returncode, log.read()
+            log.seek(start)
+            return proc.returncode, log.read()  # this attempt's output only
 
     def run(self, result_path: str, cmd: List[str], parse: Optional[Callable[[str], dict]] = None) -> dict:
         directory = os.path.dirname(os.path.abspath(result_path))
@@ -145,12 +186,17 @@ class Steps:
         if self.verbose:
             print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
         t0 = time.time()
+        attempt, earlier_s = _start_attempt(log_path, t0)
         rc, text = self.runner(cmd, log_path)
         wall = time.time() - t0
         if rc:
             raise StepFailed(f"exit {rc} after {wall:.0f}s; end of {log_path}:\n{text[-3000:]}")
         result = dict(parse(text)) if parse else {}
-        result["wall_s"] = round(wall, 1)
+        result["wall_s"] = round(wall + (earlier_s or 0.0), 1)
+        if attempt > 1:
+            result["attempts"] = attempt
+            if earlier_s is None:
+                result["wall_s_note"] = "this attempt only: an earlier attempt's start is unknown"
         result["command"] = cmd
         write_json(result_path, result)
         self.ran += 1

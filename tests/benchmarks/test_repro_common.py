@@ -50,7 +50,7 @@ def test_step_runs_once_and_is_skipped_when_complete(tmp_path):
     assert steps.run(result, ["x", "1"], parse=C.last_json_line)["score"] == 7
     assert len(calls) == 1 and (steps.ran, steps.skipped) == (1, 1)
     assert json.load(open(result))["command"] == ["x", "1"]
-    assert [p.name for p in tmp_path.iterdir()] == ["step.json"]  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step.json", "step.log"]  # no temp files left
     with pytest.raises(C.StepFailed, match="different command"):
         steps.run(result, ["x", "2"])
 
@@ -77,6 +77,38 @@ def test_a_step_another_process_is_running_is_waited_for_not_run_twice(tmp_path)
         t.join()
     assert len(calls) == 1
     assert sorted((s.ran, s.skipped) for s in runners) == [(0, 1), (1, 0)]
+
+
+def test_a_rerun_step_keeps_the_earlier_attempts_log_and_counts_its_time(tmp_path):
+    """A long step stopped mid-run is run again (fairseq resumes it from its
+    checkpoint): the first attempt's output must survive in the log and its
+    time must count in wall_s, or a resumed fine-tuning reports only its
+    last stretch. Through the real subprocess runner."""
+    import sys
+    import time
+
+    result, log = tmp_path / "train.json", tmp_path / "train.log"
+    first = [sys.executable, "-c", "print('2026-12-07 01:00:00 | INFO | first attempt'); raise SystemExit(1)"]
+    steps = C.Steps(verbose=False)
+    started = time.time()
+    with pytest.raises(C.StepFailed):
+        steps.run(str(result), first)
+    os.utime(log, (started + 100, started + 100))  # the first attempt ran (about) 100 s
+    second = [sys.executable, "-c", "print('2026-12-07 01:05:00 | INFO | second'); print('{\"ok\": 1}')"]
+    done = steps.run(str(result), second, parse=C.last_json_line)
+    text = log.read_text()
+    assert "first attempt" in text and "second" in text
+    assert done["ok"] == 1 and done.get("attempts") == 2 and 99 <= done["wall_s"] < 100 + 60
+    assert text.index("first attempt") < text.index("step attempt 2") < text.index("second")
+
+    # a log from before attempt headers: the attempt starts at its first timestamp
+    legacy, legacy_log = tmp_path / "old.json", tmp_path / "old.log"
+    legacy_log.write_text("2026-12-07 01:00:00 | INFO | resumed run\n")
+    t = time.mktime(time.strptime("2026-12-07 01:00:00", "%Y-%m-%d %H:%M:%S"))
+    os.utime(legacy_log, (t + 50, t + 50))
+    done = steps.run(str(legacy), second, parse=C.last_json_line)
+    assert done["attempts"] == 2 and 50 <= done["wall_s"] < 50 + 60
+    assert "resumed run" in legacy_log.read_text()
 
 
 def test_failed_step_writes_nothing(tmp_path):
