@@ -82,15 +82,16 @@ def probe():
     --import-mode=importlib)."""
     import types
 
-    return types.SimpleNamespace(run=run_probe, run_args=run_probe_args, losses=read_losses, model=model_state,
-                                 env=env, repo=REPO)
+    return types.SimpleNamespace(run=run_probe, run_args=run_probe_args, args=fairseq_args, losses=read_losses,
+                                 model=model_state, env=env, repo=REPO)
 
 
 DS_PROBE = os.path.join(REPO, "tests", "faults", "ds_probe.py")
 
 
-def ds_run(data, save, nproc, config, *extra, updates=10, faults=None, expect_rc=0, timeout=300):
-    """xlm-ds-train under torchrun (gloo, CPU) -> (returncode, log)."""
+def ds_run(data, save, nproc, config, *extra, updates=10, faults=None, expect_rc=0, timeout=300, validate=False):
+    """xlm-ds-train under torchrun (gloo, CPU) -> (returncode, log);
+    ``validate``: without ``--disable-validation`` (EXTRA says when)."""
     import socket
 
     with socket.socket() as s:
@@ -104,8 +105,8 @@ def ds_run(data, save, nproc, config, *extra, updates=10, faults=None, expect_rc
            "127.0.0.1", "--master-port", str(port), DS_PROBE, data, "--task", "xlm", "--arch", "xlm_tiny",
            "--criterion", "xlm_lm", "--objectives", "mlm tlm", "--tokens-per-sample", "32", "--batch-size", "8",
            "--optimizer", "adam", "--lr", "1e-3", "--max-update", str(updates), "--save-interval-updates", "4",
-           "--seed", "3", "--log-interval", "1000", "--log-format", "simple", "--disable-validation",
-           "--save-dir", str(save), "--ds-metrics-jsonl", str(save) + ".jsonl",
+           "--seed", "3", "--log-interval", "1000", "--log-format", "simple",
+           *([] if validate else ["--disable-validation"]), "--save-dir", str(save), "--ds-metrics-jsonl", str(save) + ".jsonl",
            "--deepspeed-config", os.path.join(REPO, "ds_configs", config), *map(str, extra)]
     return _run(cmd, e, save, expect_rc, timeout)
 

@@ -22,6 +22,7 @@ from fairseq import checkpoint_utils, tasks, utils
 from fairseq.data import iterators
 from fairseq.logging import meters, metrics, progress_bar
 
+from ..reliability import early_stopping
 from .checkpoint_dir import CheckpointDir, tag_name
 
 logger = logging.getLogger("xlm_ds.train")
@@ -77,6 +78,9 @@ def save_checkpoint(cfg, trainer, epoch_itr, val_loss) -> Optional[str]:
     extra_state = {"train_iterator": epoch_itr.state_dict(), "val_loss": val_loss}
     if hasattr(save_checkpoint, "best"):
         extra_state["best"] = save_checkpoint.best
+    patience = early_stopping.state_of(should_stop_early)
+    if patience is not None:
+        extra_state[early_stopping.KEY] = patience
     timer = meters.StopwatchMeter()
     timer.start()
     path = trainer.save_checkpoint(ckpt.save_dir, tag, extra_state)
@@ -130,8 +134,10 @@ def load_checkpoint(cfg, trainer):
         reset_lr_scheduler=ckpt.reset_lr_scheduler,
         reset_meters=ckpt.reset_meters,
     )
-    if extra_state is not None and "best" in extra_state and not ckpt.reset_optimizer and not ckpt.reset_meters:
-        save_checkpoint.best = extra_state["best"]
+    if extra_state is not None and not ckpt.reset_optimizer and not ckpt.reset_meters:
+        if "best" in extra_state:
+            save_checkpoint.best = extra_state["best"]
+        early_stopping.restore(should_stop_early, extra_state)
     if extra_state is not None and not ckpt.reset_dataloader:
         itr_state = extra_state["train_iterator"]
         epoch_itr = trainer.get_train_iterator(epoch=itr_state["epoch"], load_dataset=True)

@@ -22,12 +22,15 @@ Three patches (applied by ``xlm_ds.fairseq_compat`` when training starts):
   An explicit ``--restore-file`` that fails its checksum is an error.
   A resumed run also gets its task's own state back (``task_state``, which
   fairseq saves in every checkpoint but restores only when loading a model
-  for inference): xlm_align's key encoder and queue.
+  for inference): xlm_align's key encoder and queue; and its ``--patience``
+  count (early_stopping.py), which the patched save puts in every training
+  checkpoint's ``extra_state``.
 """
 import logging
 import os
 import re
 
+from . import early_stopping
 from .atomic import (
     atomic_copy,
     atomic_write,
@@ -68,6 +71,11 @@ def torch_persistent_save(obj, filename, async_write: bool = False):  # noqa: AR
 
     name = os.path.basename(filename)
     marker = name.startswith(("checkpoint", "rng_state_")) or name == "crash.pt"
+    extra = obj.get("extra_state") if isinstance(obj, dict) else None
+    if isinstance(extra, dict) and "train_iterator" in extra:  # a training checkpoint of fairseq-train
+        patience = early_stopping.state_of(early_stopping.fairseq_train_counter())
+        if patience is not None:
+            extra[early_stopping.KEY] = patience
     atomic_write(filename, lambda f: torch.save(obj, f), _meta(obj), marker=marker)
     if marker:
         remove_orphan_markers(os.path.dirname(os.path.abspath(filename)))
@@ -115,11 +123,12 @@ def find_resume_checkpoint(save_dir: str):
     )
 
 
-def restore_task_state(task, path: str) -> None:
+def restore_run_state(task, path: str, patience: bool) -> None:
     """fairseq's trainer saves ``task.state_dict()`` in every checkpoint but
     never gives it back on resume (only ``load_model_ensemble_and_task``
     does): a task with state of its own (xlm_align's key encoder and queue)
-    would resume without it. Reads only ``task_state`` (mmap)."""
+    would resume without it. ``patience``: also fairseq-train's early-stopping
+    count (early_stopping.py). Reads only these entries (mmap)."""
     import torch
 
     try:
@@ -128,6 +137,10 @@ def restore_task_state(task, path: str) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("task_state"):
         task.load_state_dict(state["task_state"])
+    if patience and early_stopping.restore(early_stopping.fairseq_train_counter(), state.get("extra_state")):
+        logger.info("early stopping resumed: best %s, %d validation(s) without improvement",
+                    state["extra_state"][early_stopping.KEY]["best"],
+                    state["extra_state"][early_stopping.KEY]["num_runs"])
 
 
 def load_checkpoint(original):
@@ -168,7 +181,8 @@ def load_checkpoint(original):
                 with open_dict(cfg):
                     cfg.restore_file, cfg.finetune_from_model = saved
         if resumed is not None:
-            restore_task_state(trainer.task, resumed)
+            # on the conditions fairseq gives ``best`` back on
+            restore_run_state(trainer.task, resumed, patience=not (cfg.reset_optimizer or cfg.reset_meters))
         return out
 
     patched._xlm_ds_patched = True
