@@ -6,7 +6,7 @@ export DS_ACCELERATOR ?= cpu
 # tests run in 2 worker processes (pytest-xdist), one test file per worker at
 # a time: most tests are single-threaded subprocesses, so one worker left a
 # core idle (25 min 26 s serial, 17 min 49 s to 20 min 17 s with 2 workers on 2 cores,
-# AMD Zen 3, 2026-12-06)
+# AMD Zen 3, 2026-12-06); files with end-to-end runs first (tests/conftest.py)
 TEST_WORKERS ?= 2
 
 .PHONY: setup demo test clean
@@ -18,7 +18,7 @@ demo: setup
 	OMP_NUM_THREADS=2 $(PY) -m xlm_ds.cli.demo --out demo_out
 
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 clean:
 	rm -rf demo_out .pytest_cache

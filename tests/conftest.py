@@ -85,3 +85,13 @@ def _no_checkpoints_dir_left_in_the_checkout(request):
     yield
     if not before and os.path.exists(stray):
         pytest.fail(f"{request.node.nodeid} left {stray} behind (pass --save-dir under tmp_path)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with end-to-end runs (marked ``slow``) first, each file's tests
+    in their order. ``make test`` hands whole files to two workers in
+    collection order (xdist ``--dist loadfile --no-loadscope-reorder``):
+    xdist's own order, by number of tests, put the files of one or two
+    multi-minute runs last, and one worker ran them while the other idled."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)

@@ -13,6 +13,8 @@ import torch
 
 from xlm_ds.engine.checkpoint_dir import CheckpointDir
 
+pytestmark = pytest.mark.slow  # fairseq-train / torchrun runs (conftest: scheduled first)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

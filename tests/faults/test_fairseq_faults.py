@@ -12,6 +12,8 @@ import torch
 
 from xlm_ds.reliability.atomic import read_marker, verify
 
+pytestmark = pytest.mark.slow  # fairseq-train / torchrun runs (conftest: scheduled first)
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
