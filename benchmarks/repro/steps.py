@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -103,11 +104,15 @@ def _directory_lock(directory: str):
 
 
 _ATTEMPT = re.compile(r"^=== step attempt (\d+) started at (\d+(?:\.\d+)?) \(.*\); earlier attempts "
-                      r"(\d+(?:\.\d+)?|unknown) s ===$", re.M)
+                      r"(\d+(?:\.\d+)?|unknown) s; command ([0-9a-f]+) ===$", re.M)
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", re.M)  # fairseq's log lines
 
 
-def _start_attempt(log_path: str, now: float) -> Tuple[int, Optional[float]]:
+def _command_id(cmd: List[str]) -> str:
+    return hashlib.sha1("\0".join(cmd[1:]).encode()).hexdigest()[:12]  # any interpreter path (_same_command)
+
+
+def _start_attempt(log_path: str, now: float, cmd: List[str]) -> Tuple[int, Optional[float]]:
     """Appends an attempt header to a step's log and returns (attempt
     number, seconds the earlier attempts ran; None if unknown).
 
@@ -116,14 +121,17 @@ def _start_attempt(log_path: str, now: float) -> Tuple[int, Optional[float]]:
     output, and its wall time counts every attempt, not only the last one,
     so a resumed run's reported time is its whole cost. An attempt ends at
     the log's last write (its modification time); a log written before these
-    headers existed starts at its first fairseq timestamp."""
-    attempt, earlier = 1, 0.0
+    headers existed starts at its first fairseq timestamp. The log of another
+    command (its result JSON deleted to run the step anew) is started over."""
+    attempt, earlier, mode = 1, 0.0, "a"
     if os.path.exists(log_path) and os.path.getsize(log_path):
         with open(log_path, encoding="utf-8", errors="replace") as f:
             text = f.read()
         ended = os.path.getmtime(log_path)
         headers = list(_ATTEMPT.finditer(text))
-        if headers:
+        if headers and headers[-1].group(4) != _command_id(cmd):
+            mode = "w"
+        elif headers:
             last = headers[-1]
             attempt = int(last.group(1)) + 1
             before = None if last.group(3) == "unknown" else float(last.group(3))
@@ -133,9 +141,10 @@ def _start_attempt(log_path: str, now: float) -> Tuple[int, Optional[float]]:
             first = _LOG_TIME.search(text)
             earlier = (max(0.0, ended - time.mktime(time.strptime(first.group(1), "%Y-%m-%d %H:%M:%S")))
                        if first else None)
-    with open(log_path, "a", encoding="utf-8") as f:
+    with open(log_path, mode, encoding="utf-8") as f:
         f.write(f"=== step attempt {attempt} started at {now:.1f} ({time.strftime('%Y-%m-%d %H:%M:%S')}); "
-                f"earlier attempts {'unknown' if earlier is None else f'{earlier:.1f}'} s ===\n")
+                f"earlier attempts {'unknown' if earlier is None else f'{earlier:.1f}'} s; "
+                f"command {_command_id(cmd)} ===\n")
     return attempt, earlier
 
 
@@ -186,7 +195,7 @@ class Steps:
         if self.verbose:
             print("+ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
         t0 = time.time()
-        attempt, earlier_s = _start_attempt(log_path, t0)
+        attempt, earlier_s = _start_attempt(log_path, t0, cmd)
         rc, text = self.runner(cmd, log_path)
         wall = time.time() - t0
         if rc:

@@ -87,17 +87,19 @@ def test_a_rerun_step_keeps_the_earlier_attempts_log_and_counts_its_time(tmp_pat
     import sys
     import time
 
-    result, log = tmp_path / "train.json", tmp_path / "train.log"
-    first = [sys.executable, "-c", "print('2026-12-07 01:00:00 | INFO | first attempt'); raise SystemExit(1)"]
+    result, log, flag = tmp_path / "train.json", tmp_path / "train.log", tmp_path / "stopped-once"
+    # the same command both times: stopped the first time, done the second
+    cmd = [sys.executable, "-c", "import os, sys\n"
+           f"if not os.path.exists({str(flag)!r}):\n"
+           f"    open({str(flag)!r}, 'w').close(); print('2026-12-07 01:00:00 | INFO | first attempt'); sys.exit(1)\n"
+           "print('2026-12-07 01:05:00 | INFO | second'); print('{\"ok\": 1}')"]
     steps = C.Steps(verbose=False)
     started = time.time()
     with pytest.raises(C.StepFailed):
-        steps.run(str(result), first)
+        steps.run(str(result), cmd)
     os.utime(log, (started + 100, started + 100))  # the first attempt ran (about) 100 s
-    second = [sys.executable, "-c", "print('2026-12-07 01:05:00 | INFO | second'); print('{\"ok\": 1}')"]
-    done = steps.run(str(result), second, parse=C.last_json_line)
+    done = steps.run(str(result), cmd, parse=C.last_json_line)
     text = log.read_text()
-    assert "first attempt" in text and "second" in text
     assert done["ok"] == 1 and done.get("attempts") == 2 and 99 <= done["wall_s"] < 100 + 60
     assert text.index("first attempt") < text.index("step attempt 2") < text.index("second")
 
@@ -106,9 +108,15 @@ def test_a_rerun_step_keeps_the_earlier_attempts_log_and_counts_its_time(tmp_pat
     legacy_log.write_text("2026-12-07 01:00:00 | INFO | resumed run\n")
     t = time.mktime(time.strptime("2026-12-07 01:00:00", "%Y-%m-%d %H:%M:%S"))
     os.utime(legacy_log, (t + 50, t + 50))
-    done = steps.run(str(legacy), second, parse=C.last_json_line)
+    done = steps.run(str(legacy), cmd, parse=C.last_json_line)
     assert done["attempts"] == 2 and 50 <= done["wall_s"] < 50 + 60
     assert "resumed run" in legacy_log.read_text()
+
+    # the log of another command (its result deleted to run the step anew) is not counted
+    os.remove(result)
+    third = [sys.executable, "-c", "print('{\"ok\": 3}')"]
+    done = steps.run(str(result), third, parse=C.last_json_line)
+    assert "attempts" not in done and done["wall_s"] < 60 and "first attempt" not in log.read_text()
 
 
 def test_failed_step_writes_nothing(tmp_path):
