@@ -65,6 +65,11 @@ PRETRAIN = {"CLM": "clm:de,en", "MLM": "mlm:de,en", "MLM+TLM": "mlm:de,en tlm:de
 SRC, TGT = "de", "en"
 
 
+def decoder_output_layer(name, cfg):
+    """The row's xlm_transformer --output-layer ('' = its default, the LM head)."""
+    return (name == "random" and cfg["random_output_layer"]) or cfg["output_layer"]
+
+
 def build_data(steps, out, cfg):
     corpus = C.Corpus(os.path.join(out, "text"))
     n = cfg["train_limit"]
@@ -98,7 +103,7 @@ def main(argv=None):
             inits[name] = C.pretrain(steps, data, os.path.join(out, "pretrain", name, f"seed{pseed}"), pseed,
                                      cfg["pretrain_updates"], objectives, cfg)
         for name in systems:
-            layer = (name == "random" and cfg["random_output_layer"]) or cfg["output_layer"]
+            layer = decoder_output_layer(name, cfg)
             variant = f"-{layer}" if layer else ""
             run = os.path.join(out, "mt", name + variant if name in inits else name.split()[0], f"seed{seed}")
             if name in inits:
@@ -119,7 +124,7 @@ def main(argv=None):
              {"sacreBLEU and chrF": ["BLEU", "chrF"], "fine-tuning cost": ["fine-tuning min", "updates"]},
              rows, t0=t0, steps=steps,
              extra={"pretraining_seeds": "per seed" if cfg["pretrain_per_seed"] else [1],
-                    "decoder_output_layer": {"random": cfg["random_output_layer"] or cfg["output_layer"] or "lm-head",
+                    "decoder_output_layer": {"random": decoder_output_layer("random", cfg) or "lm-head",
                                              "pretrained": cfg["output_layer"] or "lm-head"},
                     "test_sentences": sum(1 for _ in open(ref, encoding="utf-8"))})
     return 0

@@ -21,14 +21,15 @@ def env(**extra):
     return e
 
 
-def fairseq_args(data, save, *extra, updates=30):
+def fairseq_args(data, save, *extra, updates=30, validate=False):
+    """``validate``: without ``--disable-validation`` (EXTRA says when)."""
     return [
         data, "--user-dir", os.path.join(REPO, "xlm_ds"), "--task", "xlm", "--arch", "xlm_tiny",
         "--criterion", "xlm_lm", "--objectives", "mlm tlm", "--tokens-per-sample", "32", "--batch-size", "8",
         "--optimizer", "adam", "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "5",
         "--max-update", str(updates), "--save-interval-updates", "10", "--no-epoch-checkpoints", "--cpu",
-        "--save-dir", str(save), "--disable-validation", "--seed", "3", "--log-interval", "1",
-        "--log-format", "simple", *map(str, extra),
+        "--save-dir", str(save), *([] if validate else ["--disable-validation"]), "--seed", "3",
+        "--log-interval", "1", "--log-format", "simple", *map(str, extra),
     ]
 
 
@@ -106,7 +107,8 @@ def ds_run(data, save, nproc, config, *extra, updates=10, faults=None, expect_rc
            "--criterion", "xlm_lm", "--objectives", "mlm tlm", "--tokens-per-sample", "32", "--batch-size", "8",
            "--optimizer", "adam", "--lr", "1e-3", "--max-update", str(updates), "--save-interval-updates", "4",
            "--seed", "3", "--log-interval", "1000", "--log-format", "simple",
-           *([] if validate else ["--disable-validation"]), "--save-dir", str(save), "--ds-metrics-jsonl", str(save) + ".jsonl",
+           *([] if validate else ["--disable-validation"]), "--save-dir", str(save),
+           "--ds-metrics-jsonl", str(save) + ".jsonl",
            "--deepspeed-config", os.path.join(REPO, "ds_configs", config), *map(str, extra)]
     return _run(cmd, e, save, expect_rc, timeout)
 

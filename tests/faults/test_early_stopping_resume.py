@@ -18,40 +18,32 @@ PATIENCE = ["--validate-interval-updates", "2", "--validate-interval", "1000000"
 EARLY_STOP = "early stop since valid performance hasn't improved for last 3 runs"
 
 
-def _last_update(probe, losses):
-    return max(probe.losses(losses))
-
-
 def test_fairseq_train_resumed_stops_where_the_uninterrupted_run_stops(prepared_sample, probe, tmp_path):
-    def args(save):
-        plain = probe.args(prepared_sample, save, updates=40)
-        return [a for a in plain if a != "--disable-validation"] + PATIENCE
+    def run(name, **kw):
+        save, losses = tmp_path / name, str(tmp_path / f"{name}.jsonl")
+        rc, log = probe.run_args(probe.args(prepared_sample, save, *PATIENCE, updates=40, validate=True), save,
+                                 losses, **kw)
+        return rc, log, max(probe.losses(losses))
 
-    full = str(tmp_path / "full.jsonl")
-    _, log = probe.run_args(args(tmp_path / "full"), tmp_path / "full", full)
-    assert EARLY_STOP in log and _last_update(probe, full) == 8, log[-3000:]
-
-    resumed = str(tmp_path / "resumed.jsonl")
-    rc, _ = probe.run_args(args(tmp_path / "resumed"), tmp_path / "resumed", resumed,
-                           faults={"FAULT_KILL_AT_UPDATE": 5}, expect_rc=None)
-    assert rc == -9 and _last_update(probe, resumed) == 4
-    _, log = probe.run_args(args(tmp_path / "resumed"), tmp_path / "resumed", resumed)
+    _, log, last = run("full")
+    assert EARLY_STOP in log and last == 8, log[-3000:]
+    rc, _, last = run("resumed", faults={"FAULT_KILL_AT_UPDATE": 5}, expect_rc=None)
+    assert rc == -9 and last == 4
+    _, log, last = run("resumed")
     assert "@ 4 updates" in log and "early stopping resumed" in log, log[-3000:]
-    assert EARLY_STOP in log and _last_update(probe, resumed) == 8, log[-3000:]
+    assert EARLY_STOP in log and last == 8, log[-3000:]
 
 
 def test_xlm_ds_train_resumed_stops_where_the_uninterrupted_run_stops(prepared_sample, ds, tmp_path):
-    def run(save, **kw):
-        return ds.run(prepared_sample, save, 1, "zero0.json", *PATIENCE, "--save-interval-updates", "2",
-                      updates=40, validate=True, **kw)
+    def run(name, **kw):
+        save = tmp_path / name
+        rc, log = ds.run(prepared_sample, save, 1, "zero0.json", *PATIENCE, updates=40, validate=True, **kw)
+        return rc, log, max(ds.losses(str(save) + ".jsonl"))
 
-    def last_update(save):
-        return max(ds.losses(str(save) + ".jsonl"))
-
-    _, log = run(tmp_path / "full")
-    assert EARLY_STOP in log and last_update(tmp_path / "full") == 8, log[-3000:]
-    rc, _ = run(tmp_path / "resumed", faults={"FAULT_KILL_AT_UPDATE": 5}, expect_rc=None)
+    _, log, last = run("full")
+    assert EARLY_STOP in log and last == 8, log[-3000:]
+    rc, _, last = run("resumed", faults={"FAULT_KILL_AT_UPDATE": 5}, expect_rc=None)
     assert rc != 0
-    _, log = run(tmp_path / "resumed")
+    _, log, last = run("resumed")
     assert "@ 4 updates" in log, log[-3000:]
-    assert EARLY_STOP in log and last_update(tmp_path / "resumed") == 8, log[-3000:]
+    assert EARLY_STOP in log and last == 8, log[-3000:]

@@ -24,15 +24,16 @@ def state_of(counter: Optional[Callable]) -> Optional[Dict[str, Any]]:
     return {"best": float(counter.best), "num_runs": int(getattr(counter, "num_runs", 0))}
 
 
-def restore(counter: Optional[Callable], extra_state: Optional[Dict[str, Any]]) -> bool:
-    """Gives the counter its saved state back; False when the checkpoint
-    holds none (written before this, or before the first validation)."""
+def restore(counter: Optional[Callable], extra_state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Gives the counter its saved state back and returns it; None when the
+    checkpoint holds none (written before this, or before the first
+    validation)."""
     saved = (extra_state or {}).get(KEY)
     if counter is None or not saved:
-        return False
+        return None
     counter.best = saved["best"]
     counter.num_runs = saved["num_runs"]
-    return True
+    return saved
 
 
 def fairseq_train_counter() -> Optional[Callable]:

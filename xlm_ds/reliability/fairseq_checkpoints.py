@@ -137,10 +137,10 @@ def restore_run_state(task, path: str, patience: bool) -> None:
         state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("task_state"):
         task.load_state_dict(state["task_state"])
-    if patience and early_stopping.restore(early_stopping.fairseq_train_counter(), state.get("extra_state")):
+    restored = patience and early_stopping.restore(early_stopping.fairseq_train_counter(), state.get("extra_state"))
+    if restored:
         logger.info("early stopping resumed: best %s, %d validation(s) without improvement",
-                    state["extra_state"][early_stopping.KEY]["best"],
-                    state["extra_state"][early_stopping.KEY]["num_runs"])
+                    restored["best"], restored["num_runs"])
 
 
 def load_checkpoint(original):
