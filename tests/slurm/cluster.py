@@ -5,11 +5,16 @@
         subprocess.run(["sbatch", "--wait", ...], env=env)
 
 Installs slurmctld, slurmd, slurm-client and munge with apt when they are
-missing (root; Debian 12 ships Slurm 22.05), starts munged (as user munge;
-reused when one already answers), ``slurmctld -D`` and
+missing (root; Debian 12 ships Slurm 22.05), starts a private munged (its
+own key and socket, named in slurm.conf's AuthInfo), ``slurmctld -D`` and
 ``slurmd -D -N localhost`` with a minimal slurm.conf under ``workdir``
-(``SLURM_CONF`` points the clients at it; /etc/slurm is not touched), and
-stops everything it started by pid on exit.
+(``SLURM_CONF`` points the clients at it; /etc/slurm and /etc/munge are not
+touched), and stops everything it started by pid on exit.
+
+Each cluster owns its munged: pytest-xdist workers each start a cluster,
+and one that reused another's daemon lost its authentication (every sbatch
+call failing, ``sbatch --wait`` hanging) when that worker finished first
+and stopped it.
 
 ``python tests/slurm/cluster.py WORKDIR`` stands one up until Ctrl-C (for
 trying the scripts by hand).
@@ -20,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
@@ -56,15 +62,16 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _munge_works():
+def _munge_works(socket_path):
     munge, unmunge = _which("munge"), _which("unmunge")
     if not munge or not unmunge:
         return False
     try:
-        cred = subprocess.run([munge, "-n"], capture_output=True, timeout=10)
+        cred = subprocess.run([munge, "-n", "-S", socket_path], capture_output=True, timeout=10)
         if cred.returncode:
             return False
-        return subprocess.run([unmunge], input=cred.stdout, capture_output=True, timeout=10).returncode == 0
+        return subprocess.run([unmunge, "-S", socket_path], input=cred.stdout, capture_output=True,
+                              timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -76,6 +83,7 @@ class LocalSlurm:
         self.log = log
         self.procs = {}
         self.munged_pid = None
+        self.munge_dir = None
         self.conf = os.path.join(self.dir, "slurm.conf")
         self.jobcomp = os.path.join(self.dir, "jobcomp.txt")
 
@@ -99,7 +107,7 @@ SlurmdUser=root
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 AuthType=auth/munge
-AuthInfo=cred_expire=10
+AuthInfo=socket={self.munge_socket},cred_expire=10
 CredType=cred/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
@@ -131,26 +139,29 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         with open(self.conf, "w") as f:
             f.write(conf)
 
+    @property
+    def munge_socket(self):
+        return os.path.join(self.munge_dir, "munge.socket")
+
     def _start_munge(self):
-        if _munge_works():
-            self.log("munged already running: reusing it")
-            return
-        os.makedirs("/run/munge", exist_ok=True)
-        shutil.chown("/run/munge", "munge", "munge")
-        os.chmod("/run/munge", 0o755)
-        for path in ("/var/lib/munge", "/var/log/munge", "/etc/munge"):
-            os.makedirs(path, exist_ok=True)
-            shutil.chown(path, "munge", "munge")
-        key = "/etc/munge/munge.key"
-        if not os.path.exists(key):
-            with open(key, "wb") as f:
-                f.write(os.urandom(1024))
-        shutil.chown(key, "munge", "munge")
+        # munged wants every directory above its socket searchable by all,
+        # which pytest's 0700 tmp dirs are not: a 0755 dir of our own in /tmp
+        self.munge_dir = tempfile.mkdtemp(prefix="xlmds-munge-")
+        os.chmod(self.munge_dir, 0o755)
+        key = os.path.join(self.munge_dir, "munge.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(1024))
         os.chmod(key, 0o400)
-        pidfile = "/run/munge/munged.pid"
-        subprocess.run(["runuser", "-u", "munge", "--", _which("munged")], check=True, timeout=30)
+        pidfile = os.path.join(self.munge_dir, "munged.pid")
+        proc = subprocess.run(
+            [_which("munged"), f"--socket={self.munge_socket}", f"--key-file={key}", f"--pid-file={pidfile}",
+             f"--seed-file={os.path.join(self.munge_dir, 'munged.seed')}",
+             f"--log-file={os.path.join(self.dir, 'log', 'munged.log')}"],
+            capture_output=True, text=True, timeout=30)
+        if proc.returncode:
+            raise SlurmUnavailable(f"munged failed to start: {proc.stderr.strip()}")
         for _ in range(50):
-            if os.path.exists(pidfile) and _munge_works():
+            if os.path.exists(pidfile) and _munge_works(self.munge_socket):
                 break
             time.sleep(0.2)
         else:
@@ -165,9 +176,9 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 
     def start(self, timeout=60):
         ensure_installed(self.log)
-        os.makedirs(self.dir, exist_ok=True)
-        self._write_conf()
+        os.makedirs(os.path.join(self.dir, "log"), exist_ok=True)
         self._start_munge()
+        self._write_conf()
         self._start("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", self.conf])
         self._wait(lambda: self._ok(["scontrol", "ping"], "UP"), timeout, "slurmctld")
         self._start("slurmd", [_which("slurmd"), "-D", "-N", "localhost", "-f", self.conf])
@@ -221,6 +232,9 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             except ProcessLookupError:
                 pass
             self.munged_pid = None
+        if self.munge_dir:
+            shutil.rmtree(self.munge_dir, ignore_errors=True)
+            self.munge_dir = None
 
     def _kill_stepds(self):
         """slurmstepd processes of this cluster's jobs outlive slurmd: end

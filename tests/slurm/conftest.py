@@ -17,12 +17,12 @@ def _load_cluster_module():
     return mod
 
 
-@pytest.fixture(scope="session")
-def slurm(tmp_path_factory):
+def start_cluster(workdir):
+    """A started LocalSlurm in workdir; skips the test where SLURM cannot be
+    had outside CI (in CI that is a failure)."""
     if os.environ.get("XLM_DS_SKIP_SLURM") == "1":
         pytest.skip("XLM_DS_SKIP_SLURM=1")
     cluster_mod = _load_cluster_module()
-    workdir = tmp_path_factory.mktemp("slurm")
     cluster = cluster_mod.LocalSlurm(str(workdir), cpus=2, log=lambda m: sys.stderr.write(m + "\n"))
     try:
         cluster.start()
@@ -31,7 +31,26 @@ def slurm(tmp_path_factory):
         if os.environ.get("CI"):
             raise
         pytest.skip(f"no SLURM: {e}")
-    yield cluster
+    return cluster
+
+
+def stop_cluster(cluster):
     cluster.stop()
     for name, proc in cluster.procs.items():
         assert proc.poll() is not None, f"{name} still running"
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    stop_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def clusters():
+    """start_cluster / stop_cluster for tests that need clusters of their
+    own (test modules cannot import conftest under --import-mode=importlib)."""
+    import types
+
+    return types.SimpleNamespace(start=start_cluster, stop=stop_cluster)
