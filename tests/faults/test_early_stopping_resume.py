@@ -5,7 +5,8 @@ xlm-ds-train (xlm_ds/reliability/early_stopping.py).
 ``--maximize-best-checkpoint-metric`` on the loss makes every validation
 after the first one "no improvement" while the loss falls, so with
 validation every 2 updates and patience 3 an uninterrupted run stops at
-update 8 whatever the exact losses. The kill falls after the save at update
+update 8 whatever the exact losses (so two validation batches suffice:
+``--max-valid-steps 2``). The kill falls after the save at update
 4 (two validations done, one without improvement): a resume that forgot
 the count took its first validation (6) as the best and ran to update 12.
 """
@@ -14,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 PATIENCE = ["--validate-interval-updates", "2", "--validate-interval", "1000000", "--save-interval-updates", "2",
-            "--patience", "3", "--maximize-best-checkpoint-metric"]
+            "--patience", "3", "--maximize-best-checkpoint-metric", "--max-valid-steps", "2"]
 EARLY_STOP = "early stop since valid performance hasn't improved for last 3 runs"
 
 
