@@ -161,14 +161,23 @@ def finetune_mt(steps: Steps, data: str, save_dir: str, seed: int, src: str, tgt
     return os.path.join(save_dir, "checkpoint_best.pt")
 
 
+# xlm_transformer's architecture choices (xlm_ds/models/xlm_transformer.py,
+# base_architecture) as stock fairseq transformer flags: a peer with them
+# differs from a random xlm_transformer only by the language embeddings and
+# the task's input shaping (tests/benchmarks checks they stay in step)
+XLM_ARCH_FLAGS = ["--encoder-learned-pos", "--decoder-learned-pos", "--layernorm-embedding",
+                  "--no-scale-embedding", "--activation-fn", "gelu", "--attention-dropout", "0.1"]
+
+
 def stock_transformer_mt(steps: Steps, data: str, save_dir: str, seed: int, src: str, tgt: str,
-                         preset: dict) -> str:
+                         preset: dict, extra: Sequence[str] = ()) -> str:
     """The peer: fairseq's own ``--task translation --arch transformer``
     from scratch on the same data directory, with the sizes of ``arch``
     (shared embeddings, as ours), the same optimisation, batch and stopping
-    rule; fp32 (fairseq's transformer gains nothing from bf16 autocast here)."""
+    rule; fp32 (fairseq's transformer gains nothing from bf16 autocast here).
+    ``extra``: more fairseq-train flags (e.g. XLM_ARCH_FLAGS)."""
     args = ["--task", "translation", "-s", src, "-t", tgt, "--arch", "transformer",
-            "--share-all-embeddings", *arch_sizes(preset["arch"]),
+            "--share-all-embeddings", *arch_sizes(preset["arch"]), *extra,
             "--max-source-positions", str(preset["tokens_per_sample"]),
             "--max-target-positions", str(preset["tokens_per_sample"]),
             "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",

@@ -30,6 +30,12 @@ randomly initialised head only slows it (docs/results.md: 0.26 bits behind
 the bare projection after 1,000 updates); XLM's own prediction layer is
 the bare tied projection.
 
+``--set peer_arch=xlm`` trains the peer with xlm_transformer's
+architecture choices as stock flags (learned positions, embedding layer
+norm, no embedding scaling, GELU, attention dropout 0.1: commands'
+XLM_ARCH_FLAGS; runs in ``mt/stock-xlm-arch``): what is left between it and
+the random row is the language embeddings and the task's input shaping.
+
 ``--set only=CLM,random`` runs only those rows (and only the pretraining
 they need): several such processes on the same ``--out`` share a machine's
 cores (one thread each; a step two of them need, such as the data
@@ -55,7 +61,8 @@ for _p in ("smoke", "default"):
     # only: rows to run (see above); output_layer: xlm_transformer's --output-layer
     # ('' = its default, the LM head; 'tied-linear' = fairseq's bare projection);
     # random_output_layer: the random row's ('' = output_layer)
-    PRESETS[_p].update(only="", output_layer="", random_output_layer="")
+    # peer_arch: 'stock' (fairseq's defaults) or 'xlm' (XLM_ARCH_FLAGS, see above)
+    PRESETS[_p].update(only="", output_layer="", random_output_layer="", peer_arch="stock")
 # XLM Table 3's comparison: every system fine-tuned until it stops improving
 PRESETS["converged"] = dict(PRESETS["default"], pretrain_updates=3000, finetune_updates=30000, patience=5,
                             seeds="1", peer=1, random_output_layer="tied-linear")
@@ -63,6 +70,9 @@ PRESETS["smoke"].update(patience=0, peer=1)
 PRESETS["default"].update(patience=0, peer=0)
 PRETRAIN = {"CLM": "clm:de,en", "MLM": "mlm:de,en", "MLM+TLM": "mlm:de,en tlm:de-en"}
 SRC, TGT = "de", "en"
+
+
+PEER_ARCH = {"stock": [], "xlm": C.XLM_ARCH_FLAGS}
 
 
 def decoder_output_layer(name, cfg):
@@ -90,6 +100,8 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"--set only: unknown row(s) {', '.join(unknown)}; rows: {', '.join(systems)}")
     systems = [s for s in systems if not only or s in only]
+    if cfg["peer_arch"] not in PEER_ARCH:
+        raise SystemExit(f"--set peer_arch: {cfg['peer_arch']!r} is not one of {', '.join(PEER_ARCH)}")
     steps = C.Steps()
     data, test = build_data(steps, out, cfg)
     ref = test[1]
@@ -105,12 +117,14 @@ def main(argv=None):
         for name in systems:
             layer = decoder_output_layer(name, cfg)
             variant = f"-{layer}" if layer else ""
-            run = os.path.join(out, "mt", name + variant if name in inits else name.split()[0], f"seed{seed}")
+            if name not in inits:
+                variant = "" if cfg["peer_arch"] == "stock" else f"-{cfg['peer_arch']}-arch"
+            run = os.path.join(out, "mt", (name if name in inits else name.split()[0]) + variant, f"seed{seed}")
             if name in inits:
                 ckpt = C.finetune_mt(steps, data, run, seed, SRC, TGT, inits[name], dict(cfg, output_layer=layer))
                 score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"])
             else:
-                ckpt = C.stock_transformer_mt(steps, data, run, seed, SRC, TGT, cfg)
+                ckpt = C.stock_transformer_mt(steps, data, run, seed, SRC, TGT, cfg, PEER_ARCH[cfg["peer_arch"]])
                 score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"], task="translation")
             trained = C.read_json(os.path.join(run, "train.json"))
             rows[name]["BLEU"].append(score["bleu"])
@@ -126,6 +140,7 @@ def main(argv=None):
              extra={"pretraining_seeds": "per seed" if cfg["pretrain_per_seed"] else [1],
                     "decoder_output_layer": {"random": decoder_output_layer("random", cfg) or "lm-head",
                                              "pretrained": cfg["output_layer"] or "lm-head"},
+                    "peer_arch": {"name": cfg["peer_arch"], "flags": PEER_ARCH[cfg["peer_arch"]]},
                     "test_sentences": sum(1 for _ in open(ref, encoding="utf-8"))})
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from typing import Dict, List, Optional, Sequence
@@ -76,7 +77,7 @@ def command_line(script: str, args: argparse.Namespace) -> str:
         parts.append("--smoke" if args.preset == "smoke" else f"--preset {args.preset}")
     if args.seeds:
         parts.append(f"--seeds {args.seeds}")
-    parts += [f"--set {s}" for s in args.set]
+    parts += [f"--set {shlex.quote(s)}" for s in args.set]
     if args.precision != "auto":
         parts.append(f"--precision {args.precision}")
     if args.out:

@@ -293,3 +293,8 @@ def test_domain_items_align_cut_to_the_first_words_and_write_labelled_rows(tmp_p
             corpus.domain_tsv("en", ("de", "en", "fr"), 0, 3)
     finally:
         corpora.domain_items.cache_clear()
+
+
+def test_regenerate_command_quotes_a_set_value_with_spaces():
+    args = C.parse_args("doc", {"default": dict(only="", seeds="1")}, ["--set", "only=stock fairseq transformer"])
+    assert "--set 'only=stock fairseq transformer'" in C.command_line("x.py", args)
