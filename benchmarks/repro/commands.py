@@ -155,6 +155,8 @@ def finetune_mt(steps: Steps, data: str, save_dir: str, seed: int, src: str, tgt
             *precision_flags(preset), *early_stopping(preset)]
     if preset.get("output_layer"):
         args += ["--output-layer", preset["output_layer"]]
+    if preset.get("no_lang_embeddings"):
+        args += ["--no-lang-embeddings"]
     if init:
         args += ["--init-encoder", init, "--init-decoder", init]
     train(steps, data, save_dir, seed, preset["finetune_updates"], args, lr=preset.get("lr", 5e-4), validate=True)

@@ -36,6 +36,11 @@ norm, no embedding scaling, GELU, attention dropout 0.1: commands'
 XLM_ARCH_FLAGS; runs in ``mt/stock-xlm-arch``): what is left between it and
 the random row is the language embeddings and the task's input shaping.
 
+``--set random_lang_embeddings=0`` fine-tunes the random row without
+language embeddings (``--no-lang-embeddings``; runs in ``mt/random-...-nolang``):
+with the flags above, the one architectural difference left between it and
+the peer.
+
 ``--set only=CLM,random`` runs only those rows (and only the pretraining
 they need): several such processes on the same ``--out`` share a machine's
 cores (one thread each; a step two of them need, such as the data
@@ -62,7 +67,9 @@ for _p in ("smoke", "default"):
     # ('' = its default, the LM head; 'tied-linear' = fairseq's bare projection);
     # random_output_layer: the random row's ('' = output_layer)
     # peer_arch: 'stock' (fairseq's defaults) or 'xlm' (XLM_ARCH_FLAGS, see above)
-    PRESETS[_p].update(only="", output_layer="", random_output_layer="", peer_arch="stock")
+    # random_lang_embeddings: 0 = the random row without language embeddings
+    PRESETS[_p].update(only="", output_layer="", random_output_layer="", peer_arch="stock",
+                       random_lang_embeddings=1)
 # XLM Table 3's comparison: every system fine-tuned until it stops improving
 PRESETS["converged"] = dict(PRESETS["default"], pretrain_updates=3000, finetune_updates=30000, patience=5,
                             seeds="1", peer=1, random_output_layer="tied-linear")
@@ -116,12 +123,14 @@ def main(argv=None):
                                      cfg["pretrain_updates"], objectives, cfg)
         for name in systems:
             layer = decoder_output_layer(name, cfg)
-            variant = f"-{layer}" if layer else ""
+            no_lang = name == "random" and not cfg["random_lang_embeddings"]
+            variant = (f"-{layer}" if layer else "") + ("-nolang" if no_lang else "")
             if name not in inits:
                 variant = "" if cfg["peer_arch"] == "stock" else f"-{cfg['peer_arch']}-arch"
             run = os.path.join(out, "mt", (name if name in inits else name.split()[0]) + variant, f"seed{seed}")
             if name in inits:
-                ckpt = C.finetune_mt(steps, data, run, seed, SRC, TGT, inits[name], dict(cfg, output_layer=layer))
+                ckpt = C.finetune_mt(steps, data, run, seed, SRC, TGT, inits[name],
+                                     dict(cfg, output_layer=layer, no_lang_embeddings=no_lang))
                 score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"])
             else:
                 ckpt = C.stock_transformer_mt(steps, data, run, seed, SRC, TGT, cfg, PEER_ARCH[cfg["peer_arch"]])
@@ -141,6 +150,7 @@ def main(argv=None):
                     "decoder_output_layer": {"random": decoder_output_layer("random", cfg) or "lm-head",
                                              "pretrained": cfg["output_layer"] or "lm-head"},
                     "peer_arch": {"name": cfg["peer_arch"], "flags": PEER_ARCH[cfg["peer_arch"]]},
+                    "random_lang_embeddings": bool(cfg["random_lang_embeddings"]),
                     "test_sentences": sum(1 for _ in open(ref, encoding="utf-8"))})
     return 0
 
