@@ -1,0 +1,64 @@
+"""A random ``xlm_transformer`` is fairseq's own transformer with XLM's
+architecture choices: given the same weights, ``--output-layer tied-linear``
+and no language embeddings, it computes the same logits as stock
+``--arch transformer`` with ``XLM_ARCH_FLAGS`` (benchmarks/repro/commands.py).
+So a gap between the random row and the stock peer in experiment 1 comes
+from the language embeddings or from training, not from our model code."""
+import importlib.util
+import os
+import sys
+
+import torch
+from fairseq import options, tasks
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SIZES = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
+         "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128", "--encoder-attention-heads", "4",
+         "--decoder-attention-heads", "4", "-s", "de", "-t", "en", "--dropout", "0", "--attention-dropout", "0",
+         "--max-source-positions", "128", "--max-target-positions", "128"]
+
+
+def _xlm_arch_flags():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks", "repro"))
+    spec = importlib.util.spec_from_file_location("repro_commands_flags",
+                                                  os.path.join(REPO, "benchmarks", "repro", "commands.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.XLM_ARCH_FLAGS
+
+
+def _build(argv):
+    args = options.parse_args_and_arch(options.get_training_parser(), argv)
+    task = tasks.setup_task(args)
+    return task, task.build_model(args)
+
+
+def _logits(prepared_sample, *ours_extra):
+    ours_task, ours = _build([prepared_sample, "--user-dir", os.path.join(REPO, "xlm_ds"), "--task",
+                              "xlm_translation", "--arch", "xlm_transformer", "--output-layer", "tied-linear",
+                              *SIZES, *ours_extra])
+    _, peer = _build([prepared_sample, "--task", "translation", "--arch", "transformer", "--share-all-embeddings",
+                      *SIZES, *_xlm_arch_flags()])
+    theirs = peer.state_dict()
+    mine = {k.replace("embed_tokens.tokens.", "embed_tokens."): v for k, v in ours.state_dict().items()}
+    mine = {k: v for k, v in mine.items() if "embed_tokens.langs." not in k}
+    assert set(mine) == set(theirs)
+    # our dictionary is the pretraining one: the stock one plus <mask> as its last symbol
+    peer.load_state_dict({k: mine[k][: v.shape[0]] for k, v in theirs.items()})
+    ours_task.load_dataset("valid")
+    data = ours_task.dataset("valid")
+    batch = data.collater([data[i] for i in range(8)])
+    ours.eval(), peer.eval()
+    with torch.no_grad():
+        a, b = ours(**batch["net_input"])[0], peer(**batch["net_input"])[0]
+    return a[..., : b.shape[-1]], b
+
+
+def test_without_language_embeddings_the_logits_are_stock_fairseqs(prepared_sample):
+    a, b = _logits(prepared_sample, "--no-lang-embeddings")
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_language_embeddings_are_the_difference(prepared_sample):
+    a, b = _logits(prepared_sample)
+    assert (a - b).abs().max() > 1e-2
