@@ -116,6 +116,15 @@ class XLMTransformerModel(TransformerModel):
                 dim, len(dictionary), args.activation_fn, weight=tokens.weight
             )
         model = cls(args, encoder, decoder)
+        if langs is not None and not loaded:
+            # A random translation model's language embeddings start at zero,
+            # so it starts as fairseq's transformer: each side has one language,
+            # so its row is one vector added to every input token, and drawn
+            # at random (as XLM's pretraining draws them) it is as large as a
+            # token's embedding and carries nothing; it cost the random row of
+            # experiment 1 0.1-0.4 bits (docs/results.md). Zeroed here, after
+            # every other weight is drawn, so the other weights stay the same.
+            nn.init.zeros_(langs.weight)
         if enc_path and init:
             model.load_pretrained(loaded[enc_path], encoder=True)
         if dec_path and init:
