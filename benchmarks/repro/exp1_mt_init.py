@@ -34,7 +34,8 @@ the bare tied projection.
 architecture choices as stock flags (learned positions, embedding layer
 norm, no embedding scaling, GELU, attention dropout 0.1: commands'
 XLM_ARCH_FLAGS; runs in ``mt/stock-xlm-arch``): what is left between it and
-the random row is the language embeddings and the task's input shaping.
+the random row is the language embeddings (a random model's start at zero,
+so the two start as the same function).
 
 ``--set random_lang_embeddings=0`` fine-tunes the random row without
 language embeddings (``--no-lang-embeddings``; runs in ``mt/random-...-nolang``):
@@ -82,6 +83,18 @@ SRC, TGT = "de", "en"
 PEER_ARCH = {"stock": [], "xlm": C.XLM_ARCH_FLAGS}
 
 
+def row_dir(name, cfg):
+    """A row's directory under mt/: its name plus the variants that change its run."""
+    if name == "stock fairseq transformer":
+        return "stock" + ("" if cfg["peer_arch"] == "stock" else f"-{cfg['peer_arch']}-arch")
+    layer = decoder_output_layer(name, cfg)
+    return name + (f"-{layer}" if layer else "") + ("-nolang" if no_lang_embeddings(name, cfg) else "")
+
+
+def no_lang_embeddings(name, cfg):
+    return name == "random" and not cfg["random_lang_embeddings"]
+
+
 def decoder_output_layer(name, cfg):
     """The row's xlm_transformer --output-layer ('' = its default, the LM head)."""
     return (name == "random" and cfg["random_output_layer"]) or cfg["output_layer"]
@@ -122,15 +135,11 @@ def main(argv=None):
             inits[name] = C.pretrain(steps, data, os.path.join(out, "pretrain", name, f"seed{pseed}"), pseed,
                                      cfg["pretrain_updates"], objectives, cfg)
         for name in systems:
-            layer = decoder_output_layer(name, cfg)
-            no_lang = name == "random" and not cfg["random_lang_embeddings"]
-            variant = (f"-{layer}" if layer else "") + ("-nolang" if no_lang else "")
-            if name not in inits:
-                variant = "" if cfg["peer_arch"] == "stock" else f"-{cfg['peer_arch']}-arch"
-            run = os.path.join(out, "mt", (name if name in inits else name.split()[0]) + variant, f"seed{seed}")
+            run = os.path.join(out, "mt", row_dir(name, cfg), f"seed{seed}")
             if name in inits:
                 ckpt = C.finetune_mt(steps, data, run, seed, SRC, TGT, inits[name],
-                                     dict(cfg, output_layer=layer, no_lang_embeddings=no_lang))
+                                     dict(cfg, output_layer=decoder_output_layer(name, cfg),
+                                          no_lang_embeddings=no_lang_embeddings(name, cfg)))
                 score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"])
             else:
                 ckpt = C.stock_transformer_mt(steps, data, run, seed, SRC, TGT, cfg, PEER_ARCH[cfg["peer_arch"]])
