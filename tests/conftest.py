@@ -75,6 +75,20 @@ def pretrained_tiny(prepared_sample, tmp_path_factory):
     return str(save / "checkpoint_last.pt")
 
 
+@pytest.fixture(scope="session")
+def repro_commands():
+    """benchmarks/repro/commands.py (the experiments' command builders), for
+    tests that check them against the models."""
+    import importlib.util
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks", "repro"))
+    spec = importlib.util.spec_from_file_location("repro_commands", os.path.join(REPO, "benchmarks", "repro",
+                                                                                 "commands.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 @pytest.fixture(autouse=True)
 def _no_checkpoints_dir_left_in_the_checkout(request):
     """fairseq-train creates ``--save-dir`` (default ``checkpoints``, relative

@@ -3,21 +3,6 @@ xlm_transformer's architecture: after each architecture function fills its
 defaults, every setting the two share is equal (the flags would go stale
 silently if xlm_transformer's defaults changed)."""
 import argparse
-import importlib.util
-import os
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _commands():
-    import sys
-
-    sys.path.insert(0, os.path.join(REPO, "benchmarks", "repro"))
-    spec = importlib.util.spec_from_file_location("repro_commands",
-                                                  os.path.join(REPO, "benchmarks", "repro", "commands.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _stock_transformer(flags):
@@ -33,13 +18,13 @@ def _stock_transformer(flags):
     return vars(args)
 
 
-def test_xlm_arch_flags_give_the_stock_transformer_xlm_transformers_architecture():
+def test_xlm_arch_flags_give_the_stock_transformer_xlm_transformers_architecture(repro_commands):
     from xlm_ds.models.xlm_transformer import xlm_transformer_base
 
     xlm = argparse.Namespace()
     xlm_transformer_base(xlm)
     xlm = vars(xlm)
-    stock, peer = _stock_transformer([]), _stock_transformer(_commands().XLM_ARCH_FLAGS)
+    stock, peer = _stock_transformer([]), _stock_transformer(repro_commands.XLM_ARCH_FLAGS)
     shared = sorted(set(xlm) & set(peer))
     assert len(shared) > 20, shared
     assert {k: peer[k] for k in shared} == {k: xlm[k] for k in shared}

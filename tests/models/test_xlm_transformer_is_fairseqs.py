@@ -4,9 +4,7 @@ and no language embeddings, it computes the same logits as stock
 ``--arch transformer`` with ``XLM_ARCH_FLAGS`` (benchmarks/repro/commands.py).
 A random model's language embeddings start at zero, so it computes them
 with its language embeddings on too: it starts as the stock transformer."""
-import importlib.util
 import os
-import sys
 
 import torch
 from fairseq import options, tasks
@@ -18,27 +16,18 @@ SIZES = ["--encoder-layers", "2", "--decoder-layers", "2", "--encoder-embed-dim"
          "--max-source-positions", "128", "--max-target-positions", "128"]
 
 
-def _xlm_arch_flags():
-    sys.path.insert(0, os.path.join(REPO, "benchmarks", "repro"))
-    spec = importlib.util.spec_from_file_location("repro_commands_flags",
-                                                  os.path.join(REPO, "benchmarks", "repro", "commands.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.XLM_ARCH_FLAGS
-
-
 def _build(argv):
     args = options.parse_args_and_arch(options.get_training_parser(), argv)
     task = tasks.setup_task(args)
     return task, task.build_model(args)
 
 
-def _logits(prepared_sample, *ours_extra, lang_std=0.0):
+def _logits(prepared_sample, xlm_arch_flags, *ours_extra, lang_std=0.0):
     ours_task, ours = _build([prepared_sample, "--user-dir", os.path.join(REPO, "xlm_ds"), "--task",
                               "xlm_translation", "--arch", "xlm_transformer", "--output-layer", "tied-linear",
                               *SIZES, *ours_extra])
     _, peer = _build([prepared_sample, "--task", "translation", "--arch", "transformer", "--share-all-embeddings",
-                      *SIZES, *_xlm_arch_flags()])
+                      *SIZES, *xlm_arch_flags])
     theirs = peer.state_dict()
     if lang_std:
         torch.nn.init.normal_(ours.encoder.embed_tokens.langs.weight, std=lang_std)
@@ -56,18 +45,18 @@ def _logits(prepared_sample, *ours_extra, lang_std=0.0):
     return a[..., : b.shape[-1]], b
 
 
-def test_without_language_embeddings_the_logits_are_stock_fairseqs(prepared_sample):
-    a, b = _logits(prepared_sample, "--no-lang-embeddings")
+def test_without_language_embeddings_the_logits_are_stock_fairseqs(prepared_sample, repro_commands):
+    a, b = _logits(prepared_sample, repro_commands.XLM_ARCH_FLAGS, "--no-lang-embeddings")
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
-def test_a_random_model_starts_as_stock_fairseqs_with_its_language_embeddings_on(prepared_sample):
+def test_a_random_model_starts_as_stock_fairseqs_with_its_language_embeddings_on(prepared_sample, repro_commands):
     """They start at zero (xlm_transformer.build_model): drawn at random they
     cost the random row 0.1-0.4 bits of validation loss."""
-    a, b = _logits(prepared_sample)
+    a, b = _logits(prepared_sample, repro_commands.XLM_ARCH_FLAGS)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
-def test_language_embeddings_are_the_only_difference(prepared_sample):
-    a, b = _logits(prepared_sample, lang_std=0.1)
+def test_language_embeddings_are_the_only_difference(prepared_sample, repro_commands):
+    a, b = _logits(prepared_sample, repro_commands.XLM_ARCH_FLAGS, lang_std=0.1)
     assert (a - b).abs().max() > 1e-2
