@@ -164,9 +164,10 @@ def finetune_mt(steps: Steps, data: str, save_dir: str, seed: int, src: str, tgt
 
 
 # xlm_transformer's architecture choices (xlm_ds/models/xlm_transformer.py,
-# base_architecture) as stock fairseq transformer flags: a peer with them
-# differs from a random xlm_transformer only by the language embeddings and
-# the task's input shaping (tests/benchmarks checks they stay in step)
+# xlm_transformer_base) as stock fairseq transformer flags: a peer with them
+# differs from a random xlm_transformer only by the language embeddings, which
+# a random one starts at zero (tests/benchmarks/test_peer_arch_flags.py checks
+# the flags stay in step; tests/models/test_xlm_transformer_is_fairseqs.py the logits)
 XLM_ARCH_FLAGS = ["--encoder-learned-pos", "--decoder-learned-pos", "--layernorm-embedding",
                   "--no-scale-embedding", "--activation-fn", "gelu", "--attention-dropout", "0.1"]
 

@@ -78,6 +78,7 @@ PRESETS["smoke"].update(patience=0, peer=1)
 PRESETS["default"].update(patience=0, peer=0)
 PRETRAIN = {"CLM": "clm:de,en", "MLM": "mlm:de,en", "MLM+TLM": "mlm:de,en tlm:de-en"}
 SRC, TGT = "de", "en"
+PEER_ROW = "stock fairseq transformer"
 
 
 PEER_ARCH = {"stock": [], "xlm": C.XLM_ARCH_FLAGS}
@@ -85,7 +86,7 @@ PEER_ARCH = {"stock": [], "xlm": C.XLM_ARCH_FLAGS}
 
 def row_dir(name, cfg):
     """A row's directory under mt/: its name plus the variants that change its run."""
-    if name == "stock fairseq transformer":
+    if name == PEER_ROW:
         return "stock" + ("" if cfg["peer_arch"] == "stock" else f"-{cfg['peer_arch']}-arch")
     layer = decoder_output_layer(name, cfg)
     return name + (f"-{layer}" if layer else "") + ("-nolang" if no_lang_embeddings(name, cfg) else "")
@@ -114,7 +115,7 @@ def build_data(steps, out, cfg):
 def main(argv=None):
     args = C.parse_args(__doc__, PRESETS, argv)
     cfg, out, t0 = args.cfg, C.out_dir(args, "exp1_mt_init"), time.time()
-    systems = ["random", *PRETRAIN] + (["stock fairseq transformer"] if cfg["peer"] else [])
+    systems = ["random", *PRETRAIN] + ([PEER_ROW] if cfg["peer"] else [])
     only = [s.strip() for s in cfg["only"].split(",") if s.strip()]
     unknown = sorted(set(only) - set(systems))
     if unknown:
