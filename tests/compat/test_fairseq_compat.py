@@ -56,7 +56,7 @@ def test_prepare_and_score_apply_no_fairseq_patch(tmp_path):
     control = probe("apply")
     assert len(control["changed"]) >= 6 and control["env"] == "1", control
     assert control["applied"] == ["torch-load-pickled-configs", "keep-last-batch", "atomic-checkpoints",
-                                  "skip-nonfinite-updates", "join-prefetch-thread"]
+                                  "skip-nonfinite-updates", "cpu-no-repeat-ngram", "join-prefetch-thread"]
 
     with gzip.open(os.path.join(REPO, "xlm_ds", "sample_corpus", "train.en.gz"), "rt", encoding="utf-8") as f:
         (tmp_path / "mono.en").write_text("".join(line for _, line in zip(range(300), f)), encoding="utf-8")

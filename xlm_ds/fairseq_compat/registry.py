@@ -79,6 +79,14 @@ PATCHES: Tuple[Patch, ...] = (
          Target("fairseq.trainer:Trainer.clip_grad_norm", ("self", "clip_norm"))),
     ),
     Patch(
+        "cpu-no-repeat-ngram",
+        "fairseq's --no-repeat-ngram-size blocks nothing without its CUDA extension (fairseq#5206)",
+        "tests/compat/test_ngram_blocking.py",
+        "xlm_ds.fairseq_compat.ngram_blocking:apply",
+        (Target("fairseq.ngram_repeat_block:NGramRepeatBlock._no_repeat_ngram",
+                ("self", "tokens", "lprobs", "bsz", "beam_size", "step")),),
+    ),
+    Patch(
         "join-prefetch-thread",
         "fairseq's daemon prefetch thread aborts the interpreter at exit",
         "tests/faults/test_prefetch_exit.py",
