@@ -31,7 +31,9 @@ def test_demo_path_prints_bleu_and_beats_untrained(tmp_path, run_fairseq):
     assert summary["finetune_updates"] == 350
     for name in ("random", "pretrained"):
         assert summary[name]["sentences"] == 500 and summary[name]["missing_hypotheses"] == 0
-        assert f"{name:<16}{summary[name]['bleu']:>8.2f}{summary[name]['chrf']:>8.2f}" in proc.stdout
+        r = summary[name]
+        assert 0 < r["valid_loss"] < 20, r  # bits, from checkpoint_best.pt
+        assert f"{name:<16}{r['bleu']:>8.2f}{r['chrf']:>8.2f}{r['valid_loss']:>20.3f}" in proc.stdout
     tuned = summary["pretrained"]
 
     # the same architecture, never trained: one update at lr 1e-9
