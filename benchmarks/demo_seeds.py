@@ -8,8 +8,8 @@ user would pick instead.
 Runs ``xlm-ds-demo --finetune-seed S`` for each seed in one output
 directory (prepare and pretraining run once, seed 1; each seed fine-tunes
 the random and the pretrained initialisation); per seed, the pretrained
-fine-tuning again with ``--output-layer tied-linear`` (the pretrained LM
-head dropped, as before 2026-12-03); then the peer: stock
+fine-tuning again with the other ``--output-layer`` (the pretrained LM
+head against fairseq's bare tied projection); then the peer: stock
 fairseq (``--task translation --arch transformer``, 3+3 layers, 256 dim,
 shared embeddings, lr 1e-3: what a user trains from scratch instead) on the
 demo's own data directory, for the demo's fine-tuning wall time and for its
@@ -58,18 +58,20 @@ def run_peer(steps, data, out, name, seconds, src, tgt, beam):
             "train_seconds": round(seconds, 1)}
 
 
-def run_tied_linear(steps, out, seed, src, tgt, beam):
-    """The pretrained fine-tuning of ``seed`` again, with fairseq's bare tied
-    output projection instead of the pretrained LM head (the effect of
-    initialising the decoder's output layer as XLM does)."""
+def run_other_output_layer(steps, out, seed, src, tgt, beam):
+    """The pretrained fine-tuning of ``seed`` again with the other decoder
+    output layer (the pretrained LM head, as XLM reloads it, against
+    fairseq's bare tied projection): returns its name and scores."""
     with open(os.path.join(out, f"mt-pretrained-seed{seed}", "done")) as f:
-        cmd = json.load(f)["command"]  # the demo's own fine-tuning command
-    save = os.path.join(out, f"mt-pretrained-tied-linear-seed{seed}")
-    cmd = [sys.executable] + cmd
+        cmd = [sys.executable] + json.load(f)["command"]  # the demo's own fine-tuning command
+    at = cmd.index("--output-layer") + 1
+    other = "lm-head" if cmd[at] == "tied-linear" else "tied-linear"
+    save = os.path.join(out, f"mt-pretrained-{other}-seed{seed}")
+    cmd[at] = other
     cmd[cmd.index("--save-dir") + 1] = save
     cmd[cmd.index("--tensorboard-logdir") + 1] = os.path.join(save, "tb")
-    steps.run(os.path.join(save, "train.json"), cmd + ["--output-layer", "tied-linear"], parse=C._train_summary)
-    return generate_and_score(steps, os.path.join(out, "data"), save, "xlm_translation", src, tgt, beam)
+    steps.run(os.path.join(save, "train.json"), cmd, parse=C._train_summary)
+    return other, generate_and_score(steps, os.path.join(out, "data"), save, "xlm_translation", src, tgt, beam)
 
 
 def generate_and_score(steps, data, save, task, src, tgt, beam):
@@ -102,7 +104,8 @@ def main(argv=None):
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--no-peer", action="store_true", help="skip the stock fairseq rows")
     p.add_argument("--no-ablation", action="store_true",
-                   help="skip the pretrained runs with fairseq's bare tied output projection")
+                   help="skip the pretrained runs with the other decoder output layer (the LM head "
+                   "when the demo uses the bare tied projection, and the reverse)")
     p.add_argument("--peer-seconds", default=None, metavar="FT,TOTAL",
                    help="the peer's two training times (default: this run's mean fine-tuning time, and "
                    "that plus its pretraining time); e.g. a fresh-clone `make demo`'s, when this run shared "
@@ -119,8 +122,8 @@ def main(argv=None):
     finetune_s = statistics.mean(runs[s]["pretrained"]["finetune_seconds"] for s in seeds)
     src, tgt, beam = first["source_lang"], first["target_lang"], first["beam"]
     if not args.no_ablation:
-        rows["pretrained, tied-linear output layer"] = [
-            run_tied_linear(steps, out, s, src, tgt, beam)["bleu"] for s in seeds]
+        other = [run_other_output_layer(steps, out, s, src, tgt, beam) for s in seeds]
+        rows[f"pretrained, {other[0][0]} output layer"] = [r["bleu"] for _, r in other]
     peers = {}
     if not args.no_peer:
         data = os.path.join(out, "data")

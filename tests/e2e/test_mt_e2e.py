@@ -1,5 +1,5 @@
-"""End to end, the README's main job in miniature: prepare -> MLM+TLM
-pretraining -> de->en fine-tuning from it -> fairseq-generate -> sacreBLEU.
+"""End to end, the README's main job in miniature: prepare -> pretraining
+(the demo's default objectives) -> de->en fine-tuning from it -> fairseq-generate -> sacreBLEU.
 The fine-tuned model must beat an untrained one on the same test set."""
 import json
 import os
