@@ -162,8 +162,8 @@ def main(argv=None):
               "--validate-interval", "1000", "--save-interval", "1000",
               *train_flags(precision)]
 
-    print(f"== 2/5 pretrain: --objectives '{args.objectives}' on the sample (en, de, fr; de-en, en-fr)",
-          flush=True)
+    print(f"== 2/5 pretrain {args.arch} with --objectives '{args.objectives}' (every language or pair "
+          "of the sample that an objective reads)", flush=True)
     pretrained = os.path.join(pre_dir, "checkpoint_best.pt")
     cmd = fairseq("train") + [
         data, "--task", "xlm", "--arch", args.arch, "--criterion", "xlm_lm",
