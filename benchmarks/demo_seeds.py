@@ -110,6 +110,8 @@ def main(argv=None):
                    help="the peer's two training times (default: this run's mean fine-tuning time, and "
                    "that plus its pretraining time); e.g. a fresh-clone `make demo`'s, when this run shared "
                    "the machine")
+    p.add_argument("--peer-rows", default="finetune-time,demo-time",
+                   help="which peer rows to run (default: both; e.g. demo-time alone)")
     args = p.parse_args(argv)
     t0, steps = time.time(), C.Steps()
     out = os.path.abspath(args.out)
@@ -130,10 +132,13 @@ def main(argv=None):
         ft_s, total_s = finetune_s, finetune_s + first["pretrain_seconds"]
         if args.peer_seconds:
             ft_s, total_s = (float(x) for x in args.peer_seconds.split(","))
-        peers["stock fairseq, fine-tuning time"] = run_peer(steps, data, out, "finetune-time", ft_s,
-                                                            src, tgt, beam)
-        peers["stock fairseq, pretraining + fine-tuning time"] = run_peer(
-            steps, data, out, "demo-time", total_s, src, tgt, beam)
+        wanted = args.peer_rows.split(",")
+        if "finetune-time" in wanted:
+            peers["stock fairseq, fine-tuning time"] = run_peer(steps, data, out, "finetune-time", ft_s,
+                                                                src, tgt, beam)
+        if "demo-time" in wanted:
+            peers["stock fairseq, pretraining + fine-tuning time"] = run_peer(
+                steps, data, out, "demo-time", total_s, src, tgt, beam)
 
     print(f"\nde->en, sample test set, {first['finetune_updates']} fine-tuning updates, "
           f"fine-tuning seeds {args.seeds} (one pretrained model)")
