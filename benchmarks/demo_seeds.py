@@ -113,6 +113,10 @@ def main(argv=None):
     p.add_argument("--peer-rows", default="finetune-time,demo-time",
                    help="which peer rows to run (default: both; e.g. demo-time alone)")
     args = p.parse_args(argv)
+    wanted = args.peer_rows.split(",")
+    unknown = sorted(set(wanted) - {"finetune-time", "demo-time"})
+    if unknown:
+        p.error(f"--peer-rows: unknown row(s) {', '.join(unknown)}; expected finetune-time and/or demo-time")
     t0, steps = time.time(), C.Steps()
     out = os.path.abspath(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -132,7 +136,6 @@ def main(argv=None):
         ft_s, total_s = finetune_s, finetune_s + first["pretrain_seconds"]
         if args.peer_seconds:
             ft_s, total_s = (float(x) for x in args.peer_seconds.split(","))
-        wanted = args.peer_rows.split(",")
         if "finetune-time" in wanted:
             peers["stock fairseq, fine-tuning time"] = run_peer(steps, data, out, "finetune-time", ft_s,
                                                                 src, tgt, beam)
