@@ -37,6 +37,11 @@ PEER = ["--task", "translation", "--arch", "transformer", "--share-all-embedding
         "--warmup-updates", "200", "--clip-norm", "1.0", "--max-tokens", "2500"]
 
 
+# --peer-rows name: the row's label
+PEER_ROWS = {"finetune-time": "stock fairseq, fine-tuning time",
+             "demo-time": "stock fairseq, pretraining + fine-tuning time"}
+
+
 def run_demo(steps, out, seed, demo_args):
     steps.run(os.path.join(out, f"demo-seed{seed}.json"),
               C.module("xlm_ds.cli.demo") + ["--out", out, "--finetune-seed", str(seed), *demo_args],
@@ -110,13 +115,13 @@ def main(argv=None):
                    help="the peer's two training times (default: this run's mean fine-tuning time, and "
                    "that plus its pretraining time); e.g. a fresh-clone `make demo`'s, when this run shared "
                    "the machine")
-    p.add_argument("--peer-rows", default="finetune-time,demo-time",
+    p.add_argument("--peer-rows", default=",".join(PEER_ROWS),
                    help="which peer rows to run (default: both; e.g. demo-time alone)")
     args = p.parse_args(argv)
     wanted = args.peer_rows.split(",")
-    unknown = sorted(set(wanted) - {"finetune-time", "demo-time"})
+    unknown = sorted(set(wanted) - set(PEER_ROWS))
     if unknown:
-        p.error(f"--peer-rows: unknown row(s) {', '.join(unknown)}; expected finetune-time and/or demo-time")
+        p.error(f"--peer-rows: unknown row(s) {', '.join(unknown)}; expected {' and/or '.join(PEER_ROWS)}")
     t0, steps = time.time(), C.Steps()
     out = os.path.abspath(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -136,12 +141,9 @@ def main(argv=None):
         ft_s, total_s = finetune_s, finetune_s + first["pretrain_seconds"]
         if args.peer_seconds:
             ft_s, total_s = (float(x) for x in args.peer_seconds.split(","))
-        if "finetune-time" in wanted:
-            peers["stock fairseq, fine-tuning time"] = run_peer(steps, data, out, "finetune-time", ft_s,
-                                                                src, tgt, beam)
-        if "demo-time" in wanted:
-            peers["stock fairseq, pretraining + fine-tuning time"] = run_peer(
-                steps, data, out, "demo-time", total_s, src, tgt, beam)
+        for name, seconds in (("finetune-time", ft_s), ("demo-time", total_s)):
+            if name in wanted:
+                peers[PEER_ROWS[name]] = run_peer(steps, data, out, name, seconds, src, tgt, beam)
 
     print(f"\nde->en, sample test set, {first['finetune_updates']} fine-tuning updates, "
           f"fine-tuning seeds {args.seeds} (one pretrained model)")
