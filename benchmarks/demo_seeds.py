@@ -147,15 +147,16 @@ def main(argv=None):
 
     print(f"\nde->en, sample test set, {first['finetune_updates']} fine-tuning updates, "
           f"fine-tuning seeds {args.seeds} (one pretrained model)")
-    print(f"{'row':<48}{'BLEU mean':>10}{'sd':>6}  per seed")
+    w = 56  # the longest label: the whole-time peer row with its seconds
+    print(f"{'row':<{w}}{'BLEU mean':>10}{'sd':>6}  per seed")
     for name, values in rows.items():
-        print(f"{'xlm-ds ' + name:<48}{statistics.mean(values):>10.2f}{spread(values):>6.2f}  "
+        print(f"{'xlm-ds ' + name:<{w}}{statistics.mean(values):>10.2f}{spread(values):>6.2f}  "
               + " ".join(f"{v:.2f}" for v in values))
-    print(f"{'gain (pretrained - random)':<48}{statistics.mean(gains):>10.2f}{spread(gains):>6.2f}  "
+    print(f"{'gain (pretrained - random)':<{w}}{statistics.mean(gains):>10.2f}{spread(gains):>6.2f}  "
           + " ".join(f"{v:+.2f}" for v in gains))
     for name, r in peers.items():
         label = f"{name} ({r['train_seconds']:.0f} s)"
-        print(f"{label:<48}{r['bleu']:>10.2f}{'':>6}  seed 1")
+        print(f"{label:<{w}}{r['bleu']:>10.2f}{'':>6}  seed 1")
     # the rule: better on every seed, and by more than a row's seed noise on average
     wins = min(gains) > 0 and statistics.mean(gains) > noise
     print(f"seed noise (largest sd of a row): {noise:.2f} BLEU; mean gain {statistics.mean(gains):.2f} = "
