@@ -81,14 +81,13 @@ def run_other_output_layer(steps, out, seed, src, tgt, beam):
 
 def generate_and_score(steps, data, save, task, src, tgt, beam):
     gen = os.path.join(save, "generate-test.txt")
-    # stock fairseq under torch >= 2.6 cannot read its own checkpoints without
-    # this (xlm_ds's plugin sets it: docs/stack.md); a user of the peer sets it too
     user_dir = ["--user-dir", C.USER_DIR] if task.startswith("xlm") else []
-    env = [] if user_dir else ["env", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
-    steps.run(os.path.join(save, "generate.json"), env + C.module("fairseq_cli.generate") + [
+    stock = [] if user_dir else C.STOCK_ENV  # what a user of stock fairseq sets (C.STOCK_ENV, C.EVERY_SENTENCE)
+    steps.run(os.path.join(save, "generate.json"), stock + C.module("fairseq_cli.generate") + [
         data, *user_dir, "--task", task, "-s", src, "-t", tgt, "--gen-subset", "test",
         "--path", os.path.join(save, "checkpoint_best.pt"), "--beam", str(beam), "--batch-size", "64",
-        "--post-process", "sentencepiece", "--cpu", "--data-buffer-size", "0", "--results-path", save])
+        "--post-process", "sentencepiece", "--cpu", "--data-buffer-size", "0", "--results-path", save,
+        *([] if user_dir else C.EVERY_SENTENCE)])
     pair = "-".join(sorted([src, tgt]))
     ref = os.path.join(C.USER_DIR, "sample_corpus", f"test.{pair}.{tgt}.gz")
     score = steps.run(os.path.join(save, "score.json"), C.module("xlm_ds.cli.score_mt") + [gen, "--ref", ref],

@@ -79,6 +79,9 @@ PRESETS["default"].update(patience=0, peer=0)
 PRETRAIN = {"CLM": "clm:de,en", "MLM": "mlm:de,en", "MLM+TLM": "mlm:de,en tlm:de-en"}
 SRC, TGT = "de", "en"
 PEER_ROW = "stock fairseq transformer"
+# the best checkpoint's label-smoothed loss on every valid sentence (C.validate_mt):
+# fairseq-train's own figure for the peer leaves its longest sentences out
+VALID = "valid loss (bits)"
 
 
 PEER_ARCH = {"stock": [], "xlm": C.XLM_ARCH_FLAGS}
@@ -126,7 +129,7 @@ def main(argv=None):
     steps = C.Steps()
     data, test = build_data(steps, out, cfg)
     ref = test[1]
-    rows = {name: {"BLEU": [], "chrF": [], "fine-tuning min": [], "updates": []} for name in systems}
+    rows = {name: {"BLEU": [], "chrF": [], VALID: [], "fine-tuning min": [], "updates": []} for name in systems}
     for seed in args.seed_list:
         pseed = seed if cfg["pretrain_per_seed"] else 1
         inits = {"random": None}
@@ -138,24 +141,29 @@ def main(argv=None):
         for name in systems:
             run = os.path.join(out, "mt", row_dir(name, cfg), f"seed{seed}")
             if name in inits:
+                task = "xlm_translation"
                 ckpt = C.finetune_mt(steps, data, run, seed, SRC, TGT, inits[name],
                                      dict(cfg, output_layer=decoder_output_layer(name, cfg),
                                           no_lang_embeddings=no_lang_embeddings(name, cfg)))
-                score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"])
             else:
+                task = "translation"
                 ckpt = C.stock_transformer_mt(steps, data, run, seed, SRC, TGT, cfg, PEER_ARCH[cfg["peer_arch"]])
-                score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"], task="translation")
+            score = C.translate_and_score(steps, data, ckpt, SRC, TGT, ref, run, cfg["beam"], task=task)
+            valid = C.validate_mt(steps, data, ckpt, SRC, TGT, os.path.join(run, "valid.json"), cfg["max_tokens"],
+                                  task=task)
             trained = C.read_json(os.path.join(run, "train.json"))
             rows[name]["BLEU"].append(score["bleu"])
             rows[name]["chrF"].append(score["chrf"])
+            rows[name][VALID].append(valid)
             rows[name]["fine-tuning min"].append(round(trained["wall_s"] / 60, 1))
             rows[name]["updates"].append(trained.get("last_num_updates", 0))
-            print(f"  {name} seed {seed}: BLEU {score['bleu']} chrF {score['chrf']} "
+            print(f"  {name} seed {seed}: BLEU {score['bleu']} chrF {score['chrf']} valid {valid} bits "
                   f"({trained['wall_s'] / 60:.1f} min, {trained.get('last_num_updates')} updates)", flush=True)
     C.report("exp1_mt_init", "exp1_mt_init.py", args, out,
              f"{SRC}->{TGT} Multi30k test_2016 sacreBLEU by initialisation", "sacreBLEU / chrF",
-             {"sacreBLEU and chrF": ["BLEU", "chrF"], "fine-tuning cost": ["fine-tuning min", "updates"]},
-             rows, t0=t0, steps=steps,
+             {"sacreBLEU and chrF": ["BLEU", "chrF"], "validation": [VALID],
+              "fine-tuning cost": ["fine-tuning min", "updates"]},
+             rows, t0=t0, steps=steps, digits={"validation": 3},
              extra={"pretraining_seeds": "per seed" if cfg["pretrain_per_seed"] else [1],
                     "decoder_output_layer": {"random": decoder_output_layer("random", cfg) or "lm-head",
                                              "pretrained": cfg["output_layer"] or "lm-head"},

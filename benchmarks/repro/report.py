@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from steps import OUT_ROOT, USER_DIR, Steps, fmt, mean_std, write_json
 
@@ -181,13 +181,17 @@ def plot(path: str, title: str, ylabel: str, groups: Dict[str, Sequence[str]],
 
 
 def report(name: str, script: str, args, out: str, title: str, ylabel: str, groups: Dict[str, Sequence[str]],
-           rows: Dict[str, Dict[str, Sequence[float]]], extra: Optional[dict] = None, digits: int = 2,
+           rows: Dict[str, Dict[str, Sequence[float]]], extra: Optional[dict] = None,
+           digits: Union[int, Dict[str, int]] = 2,
            t0: Optional[float] = None, steps: Optional[Steps] = None) -> dict:
     """Prints one table per group (title -> columns), writes OUT/NAME.json
     (config, seeds, per-seed values, mean/std/n, the tables, the command) and
-    OUT/NAME.png (one panel per group)."""
+    OUT/NAME.png (one panel per group). ``digits``: decimals of every table,
+    or per group title (default 2)."""
     cmd = command_line(script, args)
-    text = "\n\n".join(table(f"{title}: {g} ({setting(args)})", cols, rows, digits) for g, cols in groups.items())
+    text = "\n\n".join(table(f"{title}: {g} ({setting(args)})", cols, rows,
+                              digits.get(g, 2) if isinstance(digits, dict) else digits)
+                        for g, cols in groups.items())
     print("\n" + text + f"\n\nregenerate: {cmd}")
     result = {"experiment": name, "preset": args.preset, "config": args.cfg, "seeds": args.seed_list,
               "command": cmd, "groups": {g: list(c) for g, c in groups.items()}, "results": summarise(rows),
