@@ -1,7 +1,10 @@
 """The fixes xlm-ds needs in the pinned fairseq and torch, applied
 explicitly by the entry points that train or decode (the xlm-ds tasks'
-``setup_task``, which fairseq-train/-generate/-validate call first, and
-xlm-ds-train), never by importing the plugin: xlm-ds-prepare and
+``setup_task``, which fairseq-train/-generate call first, and
+xlm-ds-train), never by importing the plugin (fairseq-validate loads the
+checkpoint before it sets up the task: a fine-tuned translation
+checkpoint's pickled Namespace then needs ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
+in the environment, as benchmarks/repro's validate_mt sets it): xlm-ds-prepare and
 xlm-ds-score run on fairseq as it is. ``apply()`` first checks that every
 patched fairseq object still has the signature (and private fields) the
 patch was written against, and stops with an error naming the patch if
