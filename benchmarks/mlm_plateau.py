@@ -5,6 +5,7 @@ determined by its neighbours.
     python benchmarks/mlm_plateau.py                  # 2,000 updates per row, ~23 min on one core
     python benchmarks/mlm_plateau.py --updates 500    # quicker, plateau only
     python benchmarks/mlm_plateau.py --dropout 0 --out benchmarks/out/mlm_plateau-dropout0
+    python benchmarks/mlm_plateau.py --seed 2          # another seed, same corpus
 
 Why: experiment 1's MLM pretraining (docs/results.md) sat at the unigram
 level for 8,000 updates, and every MLM encoder of findings 2-5 stopped at
@@ -22,8 +23,9 @@ sentencepiece pieces makes it nearly character level, so a masked piece is
 given by its neighbours and a model that attends to them goes far below the
 unigram entropy (printed as the plateau's level). Prints a table of the
 training loss (bits) by update and writes
-``benchmarks/out/mlm_plateau/mlm_plateau.json``; finished runs are skipped
-when rerun (benchmarks/repro/steps.py).
+``benchmarks/out/mlm_plateau/mlm_plateau.json`` (``mlm_plateau-seedN.json``
+for another ``--seed``, whose runs go to ``run-seedN/`` beside seed 1's);
+finished runs are skipped when rerun (benchmarks/repro/steps.py).
 """
 import argparse
 import math
@@ -90,7 +92,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--updates", type=int, default=2000, help="updates per run (default: 2000)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, as the reproductions (default: 1e-3)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="training seed (the corpus is the same)")
     p.add_argument("--dropout", type=float, default=None,
                    help="dropout and attention dropout of every run (default: each architecture's own, 0.1)")
     p.add_argument("--out", default=os.path.join(C.REPO, "benchmarks", "out", "mlm_plateau"))
@@ -117,7 +119,9 @@ def main(argv=None):
                        ["--dropout", str(args.dropout), "--attention-dropout", str(args.dropout)])
     curves = {}
     for i, (name, (row_data, row_args)) in enumerate(rows.items()):
-        save = os.path.join(out, "run", f"{i}-{name.split(' (')[0].replace(' ', '-')}")
+        # seed 1's runs keep the directory they were first measured in
+        runs = os.path.join(out, "run" if args.seed == 1 else f"run-seed{args.seed}")
+        save = os.path.join(runs, f"{i}-{name.split(' (')[0].replace(' ', '-')}")
         C.train(steps, row_data, save, args.seed, args.updates, row_args + shared, lr=args.lr)
         curves[name] = loss_curve(os.path.join(save, "train.log"))
     unigram = unigram_bits(data)
@@ -133,9 +137,11 @@ def main(argv=None):
                                    ("dropout", args.dropout), ("out", args.out))
         if v != p.get_default(k))
     print("\n" + table + f"\n\nregenerate: {cmd}")
-    C.write_json(os.path.join(out, "mlm_plateau.json"),
-                 {"command": cmd, "unigram_bits": round(unigram, 3), "updates": args.updates, "lr": args.lr,
-                  "flags": shared, "dropout": args.dropout, "curves": {k: {str(u): v for u, v in c.items()} for k, c in curves.items()},
+    name = "mlm_plateau" + ("" if args.seed == 1 else f"-seed{args.seed}")
+    C.write_json(os.path.join(out, f"{name}.json"),
+                 {"command": cmd, "seed": args.seed, "unigram_bits": round(unigram, 3), "updates": args.updates,
+                  "lr": args.lr, "flags": shared, "dropout": args.dropout,
+                  "curves": {k: {str(u): v for u, v in c.items()} for k, c in curves.items()},
                   "table_markdown": table})
     return 0 if all(curves.values()) and not math.isnan(unigram) else 1
 
