@@ -77,15 +77,11 @@ def unigram_bits(data: str) -> float:
 
 
 def loss_curve(log_path: str) -> dict:
-    """update -> training loss (bits) of the last attempt in a fairseq log."""
-    curve = {}
-    for line in open(log_path, encoding="utf-8", errors="replace"):
-        if line.startswith("=== step attempt"):
-            curve = {}
-        m = re.search(r"\| train_inner \|.* loss=([0-9.]+),.*num_updates=(\d+)", line)
-        if m:
-            curve[int(m.group(2))] = float(m.group(1))
-    return curve
+    """update -> training loss (bits) of the last attempt in a step's fairseq log."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        text = C.last_attempt(f.read())
+    return {int(n): float(loss) for loss, n in
+            re.findall(r"\| train_inner \|.* loss=([0-9.]+),.*num_updates=(\d+)", text)}
 
 
 def main(argv=None):
@@ -118,9 +114,9 @@ def main(argv=None):
     shared = SHARED + ([] if args.dropout is None else
                        ["--dropout", str(args.dropout), "--attention-dropout", str(args.dropout)])
     curves = {}
+    # seed 1's runs keep the directory they were first measured in
+    runs = os.path.join(out, "run" if args.seed == 1 else f"run-seed{args.seed}")
     for i, (name, (row_data, row_args)) in enumerate(rows.items()):
-        # seed 1's runs keep the directory they were first measured in
-        runs = os.path.join(out, "run" if args.seed == 1 else f"run-seed{args.seed}")
         save = os.path.join(runs, f"{i}-{name.split(' (')[0].replace(' ', '-')}")
         C.train(steps, row_data, save, args.seed, args.updates, row_args + shared, lr=args.lr)
         curves[name] = loss_curve(os.path.join(save, "train.log"))

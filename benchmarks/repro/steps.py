@@ -108,6 +108,13 @@ _ATTEMPT = re.compile(r"^=== step attempt (\d+) started at (\d+(?:\.\d+)?) \(.*\
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", re.M)  # fairseq's log lines
 
 
+def last_attempt(log_text: str) -> str:
+    """A step log's output since its last attempt header (the whole text of
+    a log written before the headers existed): what the finished run wrote."""
+    headers = list(_ATTEMPT.finditer(log_text))
+    return log_text[headers[-1].end():] if headers else log_text
+
+
 def _command_id(cmd: List[str]) -> str:
     return hashlib.sha1("\0".join(cmd[1:]).encode()).hexdigest()[:12]  # any interpreter path (_same_command)
 
